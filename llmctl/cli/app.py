@@ -1,0 +1,47 @@
+"""The `llmctl` command: assembly only. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from . import lifecycle, profiles_cmd, models_cmd
+from .common import STATE
+
+app = typer.Typer(
+    name="llmctl",
+    help="Run local LLM servers (llama.cpp, vLLM) from YAML profiles: up, down, status, logs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    file: Annotated[Optional[List[str]], typer.Option(
+        "-f", "--file", help="Profile file or directory (repeatable). Default: $LLMCTL_PROFILES, "
+        "./llmctl.yaml + ./profiles/*.yaml, else $XDG_CONFIG_HOME/llmctl/profiles.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    STATE.files = list(file) if file else None
+
+
+lifecycle.register(app)
+app.add_typer(profiles_cmd.app, name="profiles")
+models_cmd.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,196 @@
+"""`up`, `down`, `restart`, `status`, `logs`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import ExitCode, UsageError
+from ..output import Output
+from .common import JsonOpt, NamesArg, OptNamesArg, handle_errors, load_config
+
+
+def _supervisor(config=None):
+    from ..supervise.control import Supervisor
+
+    return Supervisor(config)
+
+
+class _Progress:
+    """Progress of `up`: a live table on a terminal, plain lines on stderr otherwise."""
+
+    def __init__(self, out: Output, names: list[str]) -> None:
+        self.out, self.names = out, names
+        self.states = {n: "waiting" for n in names}
+        self.t0 = time.monotonic()
+        self.live = None
+        if out.err_tty:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(self, console=Console(file=out.err), refresh_per_second=10, transient=True)
+            self.live.start()
+
+    def __rich__(self):
+        from rich.spinner import Spinner
+        from rich.table import Table
+
+        t = Table.grid(padding=(0, 2))
+        for n in self.names:
+            s = self.states[n]
+            t.add_row(Spinner("dots") if s in ("waiting", "starting") else "•", n, s,
+                      f"{time.monotonic() - self.t0:.1f}s")
+        return t
+
+    def __call__(self, name: str, state: str, elapsed: float) -> None:
+        self.states[name] = state
+        if self.live is None:
+            self.out.info(f"{name}: {state} ({elapsed:.2f}s)")
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def up(names: NamesArg,
+       timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for health (overrides start_timeout).")] = None,
+       json: JsonOpt = False) -> None:
+    """Start profiles in parallel, detached; return once each answers its health check."""
+    out = Output(json)
+    sup = _supervisor(load_config())
+    progress = _Progress(out, names)
+    try:
+        results = sup.start(names, timeout=timeout, progress=progress)
+    finally:
+        progress.close()
+    if json:
+        out.data([r.__dict__ for r in results])
+        return
+    for r in results:
+        if r.outcome == "already-running":
+            out.text(f"{r.name}: already running at {r.url} (pid {r.pid})")
+        else:
+            out.text(f"{r.name}: running at {r.url} (pid {r.pid}, ready in {r.seconds:.2f}s)")
+
+
+def down(names: OptNamesArg = None,
+         all_: Annotated[bool, typer.Option("--all", help="Stop every server llmctl has a record of.")] = False,
+         json: JsonOpt = False) -> None:
+    """Stop servers: stop signal, SIGKILL to the whole group after stop_timeout. Idempotent."""
+    out = Output(json)
+    if names and all_:
+        raise UsageError("give profile names or --all, not both")
+    if all_:
+        targets = None
+    elif names:
+        targets = names
+    else:
+        targets = list(load_config().profiles)
+    results = _supervisor().stop(targets)
+    if json:
+        out.data([r.__dict__ for r in results])
+        return
+    for r in results:
+        if r.outcome == "stopped":
+            out.text(f"{r.name}: stopped" + (" (needed SIGKILL)" if r.killed else ""))
+        else:
+            out.text(f"{r.name}: not running")
+
+
+def restart(names: NamesArg,
+            timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for health.")] = None,
+            json: JsonOpt = False) -> None:
+    """Stop, then start profiles again (picking up profile changes)."""
+    config = load_config()
+    for n in names:
+        config.profile(n)
+    _supervisor(config).stop(names)
+    up(names, timeout=timeout, json=json)
+
+
+def _fmt_uptime(s: float | None) -> str:
+    if s is None:
+        return ""
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def status(names: OptNamesArg = None, json: JsonOpt = False) -> None:
+    """Show each profile's state. Exit 0 if all asked-for profiles are running, else 3."""
+    out = Output(json)
+    from ..errors import ProfileError
+
+    try:
+        config = load_config()
+    except ProfileError as err:
+        if not names:
+            raise
+        out.warn(f"profiles not loaded ({err.message}); showing recorded state only")
+        config = None
+    entries = _supervisor(config).status(names or None)
+    if json:
+        out.data([e.to_dict() for e in entries])
+    else:
+        rows = []
+        for e in entries:
+            last = ""
+            if e.exit_signal:
+                last = f"signal {e.exit_signal}"
+            elif e.exit_code is not None:
+                last = f"exit {e.exit_code}"
+            rows.append([e.name, e.state, e.pid, e.url or "", e.model or "", _fmt_uptime(e.uptime_s),
+                         e.restarts, last, e.message])
+        out.table(["name", "state", "pid", "url", "model", "uptime", "restarts", "last exit", "note"], rows)
+    asked = [e for e in entries if names or e.defined]
+    if not asked or any(e.state != "running" for e in asked):
+        raise typer.Exit(int(ExitCode.NOT_RUNNING))
+
+
+def logs(name: Annotated[str, typer.Argument(help="Profile name.")],
+         follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
+         lines: Annotated[int, typer.Option("-n", "--lines", help="Lines to show from the end.")] = 50) -> None:
+    """Print a server's log: its output plus the notes of its keeper."""
+    from ..paths import Paths
+    from ..supervise.control import tail
+    from ..errors import UnknownProfile
+
+    path = Paths.from_env().log_file(name)
+    if not path.exists():
+        raise UnknownProfile(f"no log for {name!r} at {path} (has it ever been started?)")
+    out = Output()
+    text = tail(path, lines) if lines > 0 else ""
+    if text:
+        out.text(text)
+    if not follow:
+        return
+    import os
+
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        ino = os.fstat(f.fileno()).st_ino
+        while True:
+            chunk = f.read()
+            if chunk:
+                out.out.write(chunk.decode(errors="replace"))
+                out.out.flush()
+                continue
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                time.sleep(0.2)
+                continue
+            if st.st_ino != ino or st.st_size < f.tell():  # rotated or truncated
+                f.seek(0)
+                ino = st.st_ino
+            time.sleep(0.2)
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (up, down, restart, status, logs):
+        app.command(fn.__name__)(handle_errors(fn))

@@ -1,0 +1,75 @@
+"""`profiles list | show | validate`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+import typer
+
+from ..output import Output
+from .common import JsonOpt, handle_errors, load_config
+
+app = typer.Typer(help="List, show and check profiles.", no_args_is_help=True)
+
+
+def public_dict(obj) -> dict:
+    """A profile or task as the user would write it, with every default filled in."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("internal"):
+            continue
+        v = getattr(obj, f.name)
+        out[f.name] = public_dict(v) if dataclasses.is_dataclass(v) else v
+    return out
+
+
+@app.command("list")
+@handle_errors
+def list_(json: JsonOpt = False) -> None:
+    """One line per profile and task."""
+    cfg = load_config()
+    out = Output(json)
+    if json:
+        out.data({"files": cfg.files,
+                  "profiles": [{"name": p.name, "engine": p.engine, "model": p.model, "url": p.url,
+                                "backend": p.backend, "source": p.where()} for p in cfg.profiles.values()],
+                  "tasks": [{"name": t.name, "profile": t.profile, "fallback": t.fallback, "source": t.where()} for t in cfg.tasks.values()]})
+        return
+    out.table(["profile", "engine", "model", "url", "backend", "file"],
+              [[p.name, p.engine, p.model, p.url, p.backend, p.where()] for p in cfg.profiles.values()])
+    if cfg.tasks:
+        out.text("")
+        out.table(["task", "profile", "fallback"],
+                  [[t.name, t.profile, ", ".join(t.fallback)] for t in cfg.tasks.values()])
+
+
+@app.command("show")
+@handle_errors
+def show(name: Annotated[str, typer.Argument(help="Profile name.")], json: JsonOpt = False) -> None:
+    """A profile resolved, with every default filled in (YAML, or JSON with --json)."""
+    cfg = load_config()
+    prof = cfg.profile(name)
+    data = public_dict(prof)
+    out = Output(json)
+    if json:
+        out.data({"name": name, "source": prof.where(), **data})
+        return
+    import yaml
+
+    out.text(f"# {name}, from {prof.where()}")
+    out.text(yaml.safe_dump({name: data}, sort_keys=False, default_flow_style=False).rstrip())
+
+
+@app.command("validate")
+@handle_errors
+def validate(json: JsonOpt = False) -> None:
+    """Check every profile file; exit 4 with file:line errors if anything is wrong."""
+    cfg = load_config()
+    out = Output(json)
+    if json:
+        out.data({"ok": True, "files": cfg.files, "profiles": len(cfg.profiles), "tasks": len(cfg.tasks)})
+        return
+    if not cfg.files:
+        out.warn("no profile files found (see `llmctl --help` for where they are looked for)")
+    out.text(f"ok: {len(cfg.profiles)} profile(s), {len(cfg.tasks)} task(s) in {len(cfg.files)} file(s)")

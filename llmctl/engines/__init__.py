@@ -1,0 +1,1 @@
+"""Engines: finding their binaries and building argv + environment from a profile."""

@@ -1,0 +1,20 @@
+"""Map `backend` + `devices` to the environment variables each GPU runtime reads."""
+
+from __future__ import annotations
+
+DEVICE_ENV = {
+    "cuda": ("CUDA_VISIBLE_DEVICES",),
+    "rocm": ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"),
+    "vulkan": ("GGML_VK_VISIBLE_DEVICES",),
+}
+
+
+def device_env(backend: str, devices: list[str]) -> dict[str, str]:
+    """Environment that restricts the server to ``devices`` on ``backend``.
+
+    (``backend: cpu`` keeps the weights off any GPU through ``-ngl 0`` in the argv instead.)
+    """
+    if backend == "cpu" or not devices:
+        return {}
+    value = ",".join(devices)
+    return {var: value for var in DEVICE_ENV.get(backend, ())}

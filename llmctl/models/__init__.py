@@ -1,0 +1,1 @@
+"""Models: resolving a profile's `model:` to files, and the local model store."""

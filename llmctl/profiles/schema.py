@@ -1,0 +1,175 @@
+"""The profile format: typed dataclasses whose field ``help`` becomes documentation.
+
+A YAML file holds three top-level keys: ``profiles`` (name -> :class:`Profile`), ``tasks``
+(name -> :class:`Task`) and ``defaults`` (:class:`Defaults`). The loader checks every key and
+type against these classes; nothing else is accepted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+Engine = Literal["llama-server", "vllm"]
+Backend = Literal["cpu", "cuda", "rocm", "vulkan", "metal"]
+Launcher = Literal["native", "docker"]
+RestartPolicy = Literal["no", "on-failure", "always"]
+
+
+def _f(default: Any = None, help: str = "", factory: Any = None) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+REQUIRED = object()  # default of keys the YAML must give
+
+
+class Located:
+    """Mixin for things read from a file: ``source`` and per-key ``lines``."""
+
+    source: str
+    lines: dict
+
+    def where(self, key: str | None = None) -> str:
+        """``file:line`` of this entry, or of one of its keys."""
+        line = self.lines.get(key or "", self.lines.get("", 0))
+        return f"{self.source}:{line}" if self.source else "<memory>"
+
+
+@dataclass
+class Docker:
+    """How to run the engine inside a container (``launcher: docker``)."""
+
+    image: str = _f(REQUIRED, "container image, e.g. ghcr.io/ggml-org/llama.cpp:server-rocm")
+    devices: list[str] = _f(help="host devices passed through (--device)", factory=list)
+    options: list[str] = _f(help="extra `docker run` options, as an argv list", factory=list)
+    command: str = _f("docker", "the container CLI: docker or podman")
+
+
+@dataclass
+class Sampling:
+    """Sampling parameters (``defaults.sampling`` and every task)."""
+
+    temperature: float | None = _f(None, "sampling temperature")
+    top_p: float | None = _f(None, "nucleus sampling threshold")
+    top_k: int | None = _f(None, "keep only the K most likely tokens")
+    min_p: float | None = _f(None, "minimum probability relative to the top token")
+    presence_penalty: float | None = _f(None, "penalty for tokens already present")
+    frequency_penalty: float | None = _f(None, "penalty growing with token frequency")
+    repeat_penalty: float | None = _f(None, "llama.cpp repeat penalty")
+    mirostat: int | None = _f(None, "mirostat mode: 0 off, 1 or 2")
+    mirostat_tau: float | None = _f(None, "mirostat target entropy")
+    mirostat_eta: float | None = _f(None, "mirostat learning rate")
+    seed: int | None = _f(None, "random seed")
+    max_tokens: int | None = _f(None, "most tokens to generate")
+    stop: list[str] | None = _f(None, "stop sequences")
+
+
+@dataclass
+class Task(Sampling, Located):
+    """A named job (summary, reasoning...) routed to a profile, with its own sampling."""
+
+    profile: str = _f(REQUIRED, "the profile that serves this task")
+    fallback: list[str] = _f(help="profiles tried in order when `profile` is not running", factory=list)
+    system: str | None = _f(None, "system prompt sent with every request of this task")
+    description: str = _f("", "what the task is for")
+    name: str = field(default="", metadata={"internal": True})
+    source: str = field(default="", metadata={"internal": True})
+    lines: dict[str, int] = field(default_factory=dict, metadata={"internal": True})
+
+
+@dataclass
+class Defaults:
+    """File-wide defaults."""
+
+    sampling: Sampling = _f(help="sampling parameters every task starts from", factory=Sampling)
+
+
+@dataclass
+class Profile(Located):
+    """One server: an engine, a model and how to run it."""
+
+    model: str = _f(REQUIRED, "a .gguf path (relative to this file), an imported model name, or a reference")
+    port: int = _f(REQUIRED, "TCP port the server listens on")
+    engine: Engine = _f("llama-server", "llama-server | vllm")
+    host: str = _f("127.0.0.1", "address to bind; loopback unless you mean it")
+    backend: Backend = _f("cpu", "cpu | cuda | rocm | vulkan | metal")
+    devices: list[str] = _f(help="GPU ids made visible to the server", factory=list)
+    gpu_layers: int | None = _f(None, "layers offloaded to the GPU (-ngl)")
+    ctx_size: int | None = _f(None, "context size in tokens (-c)")
+    batch_size: int | None = _f(None, "logical batch size (-b)")
+    ubatch_size: int | None = _f(None, "physical batch size (-ub)")
+    threads: int | None = _f(None, "CPU threads (-t)")
+    parallel: int | None = _f(None, "parallel request slots (-np)")
+    alias: str | None = _f(None, "model name the server reports (--alias / --served-model-name)")
+    mmproj: str | None = _f(None, "multimodal projector file (--mmproj)")
+    embeddings: bool = _f(False, "serve /v1/embeddings (--embeddings)")
+    launcher: Launcher = _f("native", "native | docker")
+    binary: str | None = _f(None, "the engine executable; found automatically when unset")
+    command: list[str] | None = _f(None, "vLLM: the argv prefix that starts the server")
+    args: dict[str, Any] = _f(help="engine flags passed through: {flash-attn: 'on'} -> --flash-attn on", factory=dict)
+    env: dict[str, str] = _f(help="extra environment variables for the server", factory=dict)
+    api_key_env: str | None = _f(None, "environment variable holding the API key (never put in argv)")
+    restart: RestartPolicy = _f("on-failure", "no | on-failure | always")
+    start_timeout: float | None = _f(None, "seconds to wait for health (default 300; vLLM 900)")
+    stop_timeout: float = _f(10.0, "seconds between the stop signal and SIGKILL")
+    health_interval: float = _f(5.0, "seconds between health probes once running")
+    health_failures: int = _f(3, "failed probes in a row before `unhealthy`")
+    allow_unsafe_args: bool = _f(False, "acknowledge engine flags that run tools or shells")
+    docker: Docker | None = _f(None, "container settings for `launcher: docker`")
+    gpu_memory_utilization: float | None = _f(None, "vLLM: fraction of GPU memory to use")
+    max_model_len: int | None = _f(None, "vLLM: context length")
+    quantization: str | None = _f(None, "vLLM: quantization method (awq, gptq...)")
+    dtype: str | None = _f(None, "vLLM: weights dtype")
+    served_model_name: str | None = _f(None, "vLLM: model name in the API")
+    tensor_parallel_size: int | None = _f(None, "vLLM: GPUs to split the model over")
+    trust_remote_code: bool = _f(False, "vLLM: run the model repo's own code")
+    idle_ttl: float | None = _f(None, "gateway: stop after this many idle seconds")
+    group: str | None = _f(None, "gateway: swap group name")
+    description: str = _f("", "what this server is for")
+    name: str = field(default="", metadata={"internal": True})
+    source: str = field(default="", metadata={"internal": True})
+    lines: dict[str, int] = field(default_factory=dict, metadata={"internal": True})
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).parent if self.source else Path.cwd()
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def effective_start_timeout(self) -> float:
+        if self.start_timeout is not None:
+            return self.start_timeout
+        return 900.0 if self.engine == "vllm" else 300.0
+
+
+@dataclass
+class Config:
+    """Everything loaded from the profile files."""
+
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    defaults: Defaults = field(default_factory=Defaults)
+    files: list[str] = field(default_factory=list)
+
+    def profile(self, name: str) -> Profile:
+        from ..errors import UnknownProfile
+
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.profiles)) or "none"
+            raise UnknownProfile(f"no profile named {name!r} (defined: {known})") from None

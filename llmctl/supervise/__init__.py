@@ -1,0 +1,1 @@
+"""Supervision: one keeper process per server, its state machine, state files and stops."""

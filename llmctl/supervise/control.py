@@ -1,0 +1,377 @@
+"""Start, stop and inspect servers: what `up`, `down` and `status` do, usable without the CLI.
+
+>>> from llmctl import Supervisor, load_profiles
+>>> sup = Supervisor(load_profiles(["profiles/demo.yaml"]))
+>>> sup.start(["light"]); sup.status(["light"]); sup.stop(["light"])
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import LlmctlError, PortInUse, StartFailed, StartTimeout, StopFailed, UsageError
+from ..paths import Paths
+from ..profiles.schema import Config, Profile
+from .identity import ProcId
+from .locks import is_held, try_lock
+from .spec import LaunchSpec
+from .state import ServerState, read_state, write_state
+
+LIVE_STATES = ("starting", "running", "unhealthy", "backoff")
+Progress = Callable[[str, str, float], None]
+
+
+@dataclass
+class StatusEntry:
+    """One row of `status` (the JSON fields are a contract)."""
+
+    name: str
+    engine: str
+    state: str
+    pid: int | None
+    port: int | None
+    url: str | None
+    model: str | None
+    uptime_s: float | None
+    restarts: int
+    exit_code: int | None
+    exit_signal: int | None
+    health: str | None
+    message: str = ""
+    supervised: bool = False  #: a keeper is alive for it
+    defined: bool = True  #: present in the loaded profiles
+    next_try_in_s: float | None = None
+    log: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StartResult:
+    name: str
+    outcome: str  #: started | already-running
+    url: str
+    pid: int | None
+    seconds: float = 0.0
+
+
+@dataclass
+class StopResult:
+    name: str
+    outcome: str  #: stopped | not-running
+    killed: bool = False  #: SIGKILL was needed
+    pids: list[int] = field(default_factory=list)
+
+
+def tail(path: str | Path, n: int = 30) -> str:
+    """The last ``n`` lines of a file (read from the end; logs can be large)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            block, data = 8192, b""
+            while size > 0 and data.count(b"\n") <= n:
+                step = min(block, size)
+                size -= step
+                f.seek(size)
+                data = f.read(step) + data
+        return "\n".join(data.decode(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+class Supervisor:
+    """The keeper-based supervisor. ``config`` may be None for `down`/`status` of recorded servers."""
+
+    def __init__(self, config: Config | None = None, paths: Paths | None = None) -> None:
+        self.config = config or Config()
+        self.paths = paths or Paths.from_env()
+
+    # -- start ----------------------------------------------------------------------------
+    def prepare(self, profile: Profile, start_timeout: float | None = None) -> LaunchSpec:
+        """Everything that can fail before a process exists: engine, model, argv, key file."""
+        if profile.engine != "llama-server":
+            raise UsageError(f"profile {profile.name!r}: engine {profile.engine!r} is not supported yet")
+        if profile.launcher != "native":
+            raise UsageError(f"profile {profile.name!r}: launcher {profile.launcher!r} is not supported yet")
+        from ..engines.discovery import find_llama
+        from ..engines.llama_server import launch_spec
+        from ..models.resolve import resolve_model
+
+        model = resolve_model(profile, self.paths)
+        binary = profile.binary
+        if binary and not Path(binary).expanduser().is_absolute():
+            binary = str(profile.base_dir / binary)
+        engine = find_llama("llama-server", binary, profile.backend)
+        spec = launch_spec(profile, engine, model, self.paths)
+        if start_timeout is not None:
+            spec.start_timeout = start_timeout
+        spec.log_max_bytes = int(os.environ.get("LLMCTL_LOG_MAX_BYTES", spec.log_max_bytes))
+        return spec
+
+    def start(self, names: list[str], *, timeout: float | None = None,
+              progress: Progress | None = None) -> list[StartResult]:
+        """Start the named profiles in parallel and wait until each answers its health check.
+
+        All-or-nothing before anything runs: unknown names, bad models, missing engines and
+        busy ports fail the whole call. Ctrl-C while waiting stops what this call started.
+        """
+        names = list(dict.fromkeys(names))
+        profiles = [self.config.profile(n) for n in names]
+        self.paths.ensure()
+        specs: dict[str, LaunchSpec] = {}
+        errors: list[LlmctlError] = []
+        for p in profiles:
+            try:
+                specs[p.name] = self.prepare(p, timeout)
+            except LlmctlError as exc:
+                errors.append(exc)
+        _raise_all(errors)
+        results: dict[str, StartResult] = {}
+        locks: dict[str, int] = {}
+        try:
+            for name, spec in specs.items():
+                fd = try_lock(self.paths.lock_file(name))
+                if fd is None:
+                    st = read_state(self.paths.state_file(name), name)
+                    results[name] = StartResult(name, "already-running", spec.url, st.pid if st else None)
+                    continue
+                locks[name] = fd
+                try:
+                    self._check_free(name, spec)
+                except LlmctlError as exc:
+                    errors.append(exc)
+            _raise_all(errors)
+        except BaseException:
+            for fd in locks.values():
+                os.close(fd)
+            raise
+        t0 = time.monotonic()
+        for name, fd in locks.items():
+            try:
+                self._spawn_keeper(specs[name], fd)
+            finally:
+                os.close(fd)
+        try:
+            waited = self._wait_ready(list(locks), t0, progress)
+        except KeyboardInterrupt:
+            self.stop(list(locks))
+            from ..errors import Interrupted
+
+            raise Interrupted("interrupted while waiting; the servers this command started were stopped") from None
+        for name in locks:
+            results[name] = StartResult(name, "started", specs[name].url, waited[name][0], waited[name][1])
+        return [results[n] for n in names]
+
+    def _check_free(self, name: str, spec: LaunchSpec) -> None:
+        from .ports import port_free, port_holder
+
+        st = read_state(self.paths.state_file(name), name)
+        if st and st.pid and st.pid_create_time and ProcId(st.pid, st.pid_create_time).alive():
+            raise StartFailed(f"{name}: its server (pid {st.pid}) is still running but its keeper is gone; "
+                              f"stop it with `llmctl down {name}` first", name=name)
+        if port_free(spec.host, spec.port):
+            return
+        holder = port_holder(spec.port)
+        who = holder.describe() if holder else "another process"
+        if holder and holder.pid:
+            for other in self.recorded_names():
+                ost = read_state(self.paths.state_file(other), other)
+                if ost and ost.pid == holder.pid and ost.pid_create_time and \
+                        ProcId(ost.pid, ost.pid_create_time).alive():
+                    who = f"llmctl's own server {other!r} ({who}); `llmctl down {other}` stops it"
+        raise PortInUse(f"{name}: port {spec.port} on {spec.host} is in use by {who}", name=name)
+
+    def _spawn_keeper(self, spec: LaunchSpec, lock_fd: int) -> None:
+        name = spec.name
+        spec_path, log = self.paths.spec_file(name), self.paths.log_file(name)
+        spec.write(spec_path)
+        state_path = self.paths.state_file(name)
+        write_state(state_path, ServerState(name=name, state="starting", engine=spec.engine, host=spec.host,
+                                            port=spec.port, url=spec.url, model=spec.model, log=str(log)))
+        logf = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            argv = [sys.executable, "-m", "llmctl.supervise.keeper", str(spec_path), str(state_path),
+                    str(log), "--lock-fd", str(lock_fd), "--detach"]
+            env = dict(os.environ, LLMCTL_KEEPER="1")
+            proc = subprocess.Popen(argv, pass_fds=(lock_fd,), start_new_session=True, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd="/")
+            proc.wait()  # the first process forks the keeper and exits at once
+        finally:
+            os.close(logf)
+
+    def _wait_ready(self, names: list[str], t0: float, progress: Progress | None) -> dict[str, tuple]:
+        pending, done, last = set(names), {}, {}
+        while pending:
+            for name in sorted(pending):
+                st = read_state(self.paths.state_file(name), name)
+                state = st.state if st else "starting"
+                elapsed = time.monotonic() - t0
+                if progress and last.get(name) != state:
+                    progress(name, state, elapsed)
+                    last[name] = state
+                if state == "running":
+                    done[name] = (st.pid, elapsed)
+                    pending.discard(name)
+                elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
+                    pending.discard(name)
+                    self._fail_started(name, st, [n for n in pending])
+        return done
+
+    def _fail_started(self, name: str, st: ServerState | None, others: list[str]) -> None:
+        log = str(self.paths.log_file(name))
+        reason = st.message if st and st.message else "its keeper exited unexpectedly"
+        if st and st.state == "backoff":
+            self.stop([name])
+        cls = StartTimeout if reason.startswith("start timeout") else StartFailed
+        detail = f"last lines of {log}:\n{tail(log, 30)}"
+        if others:
+            detail += f"\n(still starting: {', '.join(others)}; left running)"
+        raise cls(f"{name} failed to start: {reason}", detail=detail, name=name)
+
+    # -- stop -----------------------------------------------------------------------------
+    def recorded_names(self) -> list[str]:
+        if not self.paths.state.is_dir():
+            return []
+        return sorted(p.stem for p in self.paths.state.glob("*.json"))
+
+    def stop(self, names: list[str] | None = None) -> list[StopResult]:
+        """Stop the named servers (all recorded ones when ``names`` is None). Idempotent."""
+        if names is None:
+            names = self.recorded_names()
+        results, failures = [], []
+        for name in dict.fromkeys(names):
+            try:
+                results.append(self._stop_one(name))
+            except StopFailed as exc:
+                failures.append(exc)
+        _raise_all(failures)
+        return results
+
+    def _stop_one(self, name: str) -> StopResult:
+        from .stop import stop_tree, tree
+
+        state_path, lock = self.paths.state_file(name), self.paths.lock_file(name)
+        st = read_state(state_path, name)
+        was_live = bool(st and st.state in LIVE_STATES)
+        killed = False
+        if is_held(lock):
+            was_live = True
+            keeper = _keeper_of(st, state_path)
+            timeout = (st.stop_timeout if st else 10.0) + 10.0
+            if keeper is not None:
+                keeper.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + timeout
+                while is_held(lock) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if is_held(lock):  # a stuck keeper: kill it and stop the tree ourselves
+                    keeper.kill()
+                    killed = True
+                    time.sleep(0.1)
+            st = read_state(state_path, name) or st
+        leader = ProcId(st.pid, st.pid_create_time) if st and st.pid and st.pid_create_time else None
+        members = [m for m in (ProcId.from_list(x) for x in (st.members if st else [])) if m]
+        left = tree(leader, members)
+        pids = [p.pid for p in left]
+        if left:
+            was_live = True
+            survivors, k = stop_tree(leader, members, timeout=st.stop_timeout if st else 10.0)
+            killed = killed or k
+            if survivors:
+                raise StopFailed(f"{name}: processes survived SIGKILL: {[p.pid for p in survivors]}", name=name)
+        if st is not None and st.state != "stopped" or (st and st.pid):
+            st.state, st.pid, st.pid_create_time, st.members = "stopped", None, None, []
+            st.keeper_pid = st.keeper_create_time = None
+            st.health, st.message = None, "stopped" if was_live else st.message
+            write_state(state_path, st)
+        for leftover in (self.paths.key_file(name), self.paths.spec_file(name)):
+            try:
+                leftover.unlink()
+            except FileNotFoundError:
+                pass
+        return StopResult(name, "stopped" if was_live else "not-running", killed, pids)
+
+    # -- status ---------------------------------------------------------------------------
+    def status(self, names: list[str] | None = None) -> list[StatusEntry]:
+        if names is None:
+            names = list(self.config.profiles) + [n for n in self.recorded_names() if n not in self.config.profiles]
+        else:
+            for n in names:
+                if n not in self.config.profiles and not self.paths.state_file(n).exists():
+                    self.config.profile(n)  # raises UnknownProfile with the known names
+        return [self._entry(n) for n in dict.fromkeys(names)]
+
+    def _entry(self, name: str) -> StatusEntry:
+        prof = self.config.profiles.get(name)
+        st = read_state(self.paths.state_file(name), name)
+        held = is_held(self.paths.lock_file(name))
+        e = StatusEntry(name=name, engine=prof.engine if prof else "", state="stopped", pid=None,
+                        port=prof.port if prof else None, url=prof.url if prof else None,
+                        model=prof.model if prof else None, uptime_s=None, restarts=0, exit_code=None,
+                        exit_signal=None, health=None, supervised=held, defined=prof is not None)
+        if st is None:
+            if held:
+                e.state, e.message = "starting", "keeper alive; state not written yet"
+            return e
+        e.engine = st.engine or e.engine
+        e.restarts, e.exit_code, e.exit_signal = st.restarts, st.exit_code, st.exit_signal
+        e.message, e.log = st.message, st.log or None
+        e.state = st.state
+        if st.state in LIVE_STATES or st.pid:
+            e.port, e.url, e.model, e.health = st.port, st.url, st.model, st.health
+        server = ProcId(st.pid, st.pid_create_time) if st.pid and st.pid_create_time else None
+        server_alive = bool(server and server.alive())
+        if st.state in LIVE_STATES and not held:
+            if server_alive:
+                e.message = f"keeper not running: the server is unsupervised; `llmctl down {name}` stops it"
+            else:
+                e.state, e.message = "failed", "keeper and server are gone (killed outside llmctl?)"
+        if server_alive:
+            e.pid = st.pid
+            if st.state in ("running", "unhealthy") and st.started_mono is not None and _same_boot(st):
+                e.uptime_s = round(max(0.0, time.monotonic() - st.started_mono), 3)
+        if st.state == "backoff" and st.next_try_wall:
+            e.next_try_in_s = round(max(0.0, st.next_try_wall - time.time()), 1)
+        return e
+
+
+def _same_boot(st: ServerState) -> bool:
+    import psutil
+
+    return st.boot_time is None or abs(psutil.boot_time() - st.boot_time) < 5
+
+
+def _keeper_of(st: ServerState | None, state_path: Path):
+    """The keeper process, by recorded identity, else by its command line naming our state file."""
+    import psutil
+
+    if st and st.keeper_pid and st.keeper_create_time:
+        proc = ProcId(st.keeper_pid, st.keeper_create_time).process()
+        if proc is not None:
+            return proc
+    for proc in psutil.process_iter(["cmdline", "uids"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if "llmctl.supervise.keeper" in cmd and str(state_path) in cmd and proc.info["uids"].real == os.getuid():
+                return proc
+        except (psutil.Error, TypeError):
+            continue
+    return None
+
+
+def _raise_all(errors: list[LlmctlError]) -> None:
+    if not errors:
+        return
+    first = errors[0]
+    if len(errors) > 1:
+        more = "\n".join(f"also: {e.message}" for e in errors[1:])
+        first.detail = f"{first.detail}\n{more}" if first.detail else more
+    raise first

@@ -1,0 +1,219 @@
+"""The keeper: one small detached process per running server (like runit's runsv).
+
+It holds the profile's lock for its whole life, starts the server in a new session, waits on
+it, probes its health, applies the restart policy, rotates the log, and writes the state file
+atomically. ``llmctl down`` sends it SIGTERM; it stops the server's whole tree and exits.
+
+Run as ``python -m llmctl.supervise.keeper SPEC STATE LOG --lock-fd N [--detach]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .identity import ProcId
+from .machine import ALIVE, Action, Machine, Policy, State
+from .spec import LaunchSpec
+from .state import ServerState, write_state
+
+TICK_STARTING = 0.05  #: loop period while waiting for the first 200 (fast `up`)
+TICK_RUNNING = 0.2
+MEMBERS_EVERY = 2.0
+ROTATE_EVERY = 1.0
+
+
+class Keeper:
+    def __init__(self, spec: LaunchSpec, state_path: Path, log_path: Path, ops, policy: Policy | None = None):
+        self.spec, self.state_path, self.log_path, self.ops = spec, state_path, log_path, ops
+        self.machine = Machine(policy or Policy(restart=spec.restart, start_timeout=spec.start_timeout,
+                                                health_failures=spec.health_failures))
+        self.server: ProcId | None = None
+        self.members: list[ProcId] = []
+        self.stop_flag = False
+        self.log_fd = -1
+        self._next_probe = 0.0
+        self._next_members = 0.0
+        self._next_rotate = 0.0
+        self._published: str | None = None
+        me = ProcId.of(os.getpid())
+        import psutil
+
+        self.record = ServerState(
+            name=spec.name, engine=spec.engine, host=spec.host, port=spec.port, url=spec.url,
+            model=spec.model, keeper_pid=os.getpid(), keeper_create_time=me.create_time if me else None,
+            boot_time=psutil.boot_time(), log=str(log_path), stop_timeout=spec.stop_timeout,
+            state=State.STARTING.value)
+
+    # -- log ----------------------------------------------------------------------------------
+    def note(self, text: str) -> None:
+        line = f"[llmctl {time.strftime('%Y-%m-%d %H:%M:%S')}] {self.spec.name}: {text}\n"
+        try:
+            os.write(self.log_fd, line.encode())
+        except OSError:
+            pass
+
+    def rotate(self) -> None:
+        """Size-based rotation by copy-and-truncate: the server keeps its O_APPEND descriptor."""
+        try:
+            if os.stat(self.log_path).st_size < self.spec.log_max_bytes:
+                return
+            for i in range(self.spec.log_backups - 1, 0, -1):
+                older = self.log_path.with_name(f"{self.log_path.name}.{i}")
+                if older.exists():
+                    os.replace(older, self.log_path.with_name(f"{self.log_path.name}.{i + 1}"))
+            shutil.copyfile(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
+            os.truncate(self.log_path, 0)
+            self.note("log rotated")
+        except OSError as exc:
+            self.record.message = f"log rotation failed: {exc.strerror or exc}"
+
+    # -- state --------------------------------------------------------------------------------
+    def publish(self) -> None:
+        m, r = self.machine, self.record
+        r.state = m.state.value
+        r.pid = self.server.pid if self.server else None
+        r.pid_create_time = self.server.create_time if self.server else None
+        r.members = [p.to_list() for p in self.members]
+        r.started_mono = m.started_at if self.server else None
+        r.ready_mono = m.ready_at if self.server else None
+        r.restarts, r.exit_code, r.exit_signal = m.restarts, m.exit_code, m.exit_signal
+        r.health = m.health.value if m.health else None
+        r.message = m.reason or (r.message if r.message.startswith("log rotation") else "")
+        r.next_try_wall = (time.time() + m.next_try_at - self.ops.now()) if m.next_try_at else None
+        snapshot = r.to_json()
+        if snapshot != self._published:
+            try:
+                write_state(self.state_path, r)
+                self._published = snapshot
+            except Exception as exc:  # disk full: keep supervising, try again next tick
+                self.note(f"cannot write state: {exc}")
+
+    # -- actions ------------------------------------------------------------------------------
+    def spawn(self) -> None:
+        env = dict(os.environ)
+        env.update(self.spec.env)
+        for var in self.spec.unset_env + ["LLMCTL_KEEPER"]:
+            env.pop(var, None)
+        now = self.ops.now()
+        try:
+            self.server = self.ops.spawn(self.spec.argv, env, self.log_fd)
+        except OSError as exc:
+            self.note(f"cannot start {self.spec.argv[0]}: {exc}")
+            self.machine.spawned(now)
+            self.machine.exited(127, None, now)
+            self.machine.reason = f"cannot start {self.spec.argv[0]}: {exc.strerror or exc}"
+            return
+        self.record.started_wall = time.time()
+        self.machine.spawned(now)
+        self._next_probe = now
+        self.note(f"started pid {self.server.pid}: {' '.join(self.spec.argv)}")
+
+    def stop_server(self) -> None:
+        if self.server is None:
+            return
+        ok = self.ops.stop(self.server, self.members, self.spec.stop_timeout)
+        for pid, code, sig in self.ops.reap():
+            if pid == self.server.pid:
+                self.machine.exit_code, self.machine.exit_signal = code, sig
+        if not ok:
+            self.note("some processes survived SIGKILL")
+        self.server, self.members = None, []
+
+    def on_exit(self, code: int | None, sig: int | None) -> None:
+        self.note(f"server exited ({f'signal {sig}' if sig else f'code {code}'})")
+        self.server = None
+        # Whatever the server left behind (children in its group) goes with it.
+        if self.members:
+            self.ops.stop(None, self.members, 2.0)
+            self.members = []
+        self.machine.exited(code, sig, self.ops.now())
+        if self.machine.state is State.BACKOFF:
+            self.note(self.machine.reason)
+
+    # -- loop ---------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.ops.become_subreaper()
+        self.spawn()
+        self.publish()
+        m = self.machine
+        while True:
+            now = self.ops.now()
+            if self.stop_flag and not m.stopping:
+                self.note("stop requested")
+                m.stop_requested()
+                if self.server is not None:
+                    self.stop_server()
+                    m.exited(m.exit_code, m.exit_signal, self.ops.now())
+                self.publish()
+                break
+            for pid, code, sig in self.ops.reap():
+                if self.server is not None and pid == self.server.pid:
+                    self.on_exit(code, sig)
+            action = m.tick(now)
+            if action is Action.SPAWN:
+                self.spawn()
+            elif action is Action.KILL:
+                self.note(f"no healthy answer within {m.policy.start_timeout:.0f}s: stopping")
+                self.stop_server()
+                m.killed_for_timeout()
+            if m.state in ALIVE and self.server is not None and now >= self._next_probe:
+                before = m.state
+                m.health_result(self.ops.health(self.spec.host, self.spec.port, self.spec.health_path), now)
+                if before is State.STARTING and m.state is State.RUNNING:
+                    self.note(f"healthy after {now - m.started_at:.2f}s at {self.spec.url}")
+                elif m.state is State.UNHEALTHY and before is not State.UNHEALTHY:
+                    self.note(m.reason)
+                interval = TICK_STARTING if m.state is State.STARTING else self.spec.health_interval
+                self._next_probe = now + interval
+            if self.server is not None and now >= self._next_members:
+                self.members = self.ops.descendants(self.server)
+                self._next_members = now + MEMBERS_EVERY
+            if now >= self._next_rotate:
+                self.rotate()
+                self._next_rotate = now + ROTATE_EVERY
+            self.publish()
+            if m.done:
+                if m.state is State.FAILED:
+                    self.note(f"failed: {m.reason}")
+                break
+            self.ops.sleep(TICK_STARTING if m.state is State.STARTING else TICK_RUNNING)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="llmctl-keeper")
+    ap.add_argument("spec")
+    ap.add_argument("state")
+    ap.add_argument("log")
+    ap.add_argument("--lock-fd", type=int, required=True)
+    ap.add_argument("--detach", action="store_true")
+    args = ap.parse_args(argv)
+    if args.detach and os.fork() > 0:
+        os._exit(0)  # the parent returns at once; the keeper lives on, re-parented
+    os.set_inheritable(args.lock_fd, False)  # the lock must die with the keeper, not the server
+    log_fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(log_fd, 2)  # our own tracebacks land in the server's log
+    os.dup2(log_fd, 1)
+    os.close(log_fd)
+    from .osops import OsOps
+
+    keeper = Keeper(LaunchSpec.read(Path(args.spec)), Path(args.state), Path(args.log), OsOps())
+
+    def on_term(signum, frame):
+        keeper.stop_flag = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return keeper.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The OS calls a keeper makes, behind one small object (tests swap in a fake)."""
+
+from __future__ import annotations
+
+import ctypes
+import http.client
+import os
+import subprocess
+import time
+
+import psutil
+
+from .identity import ProcId
+from .machine import Health
+from .stop import stop_tree
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class OsOps:
+    """Real processes, the monotonic clock, HTTP health probes."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def become_subreaper(self) -> bool:
+        """Orphaned descendants of the server (double forks, setsid escapes) are re-parented to
+        this process instead of init, so the keeper can still find and stop them."""
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            return False
+
+    def spawn(self, argv: list[str], env: dict[str, str], log_fd: int) -> ProcId:
+        """Start the server in its own session (its pid is its process-group id)."""
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                                start_new_session=True, close_fds=True)
+        proc.returncode = 0  # we reap it ourselves (reap()); keep Popen from complaining later
+        ident = ProcId.of(proc.pid)
+        return ident or ProcId(proc.pid, time.time())
+
+    def reap(self) -> list[tuple[int, int | None, int | None]]:
+        """Collect every exited child: (pid, exit code, signal)."""
+        out = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if os.WIFSIGNALED(status):
+                out.append((pid, None, os.WTERMSIG(status)))
+            elif os.WIFEXITED(status):
+                out.append((pid, os.WEXITSTATUS(status), None))
+        return out
+
+    def health(self, host: str, port: int, path: str, timeout: float = 2.0) -> Health:
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException):
+            return Health.DOWN
+        finally:
+            conn.close()
+        if status == 200:
+            return Health.OK
+        if status == 503:
+            return Health.LOADING
+        return Health.DOWN
+
+    def stop(self, leader: ProcId, members: list[ProcId], timeout: float) -> bool:
+        """Stop the tree (including orphans re-parented to us); True if nothing survived."""
+        extra = []
+        try:
+            extra = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            pass
+        survivors, _ = stop_tree(leader, members, timeout=timeout, extra=extra)
+        return not survivors
+
+    def descendants(self, leader: ProcId) -> list[ProcId]:
+        """The server's descendants plus our other children (re-parented orphans)."""
+        out = []
+        try:
+            procs = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return out
+        for p in procs:
+            if p.pid == leader.pid:
+                continue
+            try:
+                out.append(ProcId(p.pid, p.create_time()))
+            except psutil.Error:
+                continue
+        return out

@@ -1,0 +1,43 @@
+"""What a keeper needs to run one server: a plain, JSON-serialisable launch spec."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class LaunchSpec:
+    name: str
+    engine: str
+    argv: list[str]
+    env: dict[str, str]  #: added to the keeper's environment for the server
+    host: str
+    port: int
+    url: str  #: base URL clients use
+    health_path: str = "/health"
+    model: str = ""  #: what the user wrote, for display
+    model_path: str = ""
+    restart: str = "on-failure"
+    start_timeout: float = 300.0
+    stop_timeout: float = 10.0
+    health_interval: float = 5.0
+    health_failures: int = 3
+    unset_env: list[str] = field(default_factory=list)  #: removed from the server's environment
+    log_max_bytes: int = 20 * 1024 * 1024
+    log_backups: int = 3
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f, indent=1)
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> "LaunchSpec":
+        data = json.loads(path.read_text())
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
