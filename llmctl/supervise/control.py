@@ -127,18 +127,25 @@ class Supervisor:
         names = list(dict.fromkeys(names))
         profiles = [self.config.profile(n) for n in names]
         self.paths.ensure()
-        specs: dict[str, LaunchSpec] = {}
+        specs: list[LaunchSpec] = []
         errors: list[LlmctlError] = []
         for p in profiles:
             try:
-                specs[p.name] = self.prepare(p, timeout)
+                specs.append(self.prepare(p, timeout))
             except LlmctlError as exc:
                 errors.append(exc)
         _raise_all(errors)
+        return self.launch(specs, progress=progress)
+
+    def launch(self, specs: list[LaunchSpec], *, progress: Progress | None = None) -> list[StartResult]:
+        """Start ready-made launch specs (any engine) under keepers and wait for health."""
+        self.paths.ensure()
         results: dict[str, StartResult] = {}
         locks: dict[str, int] = {}
+        errors: list[LlmctlError] = []
+        by_name = {s.name: s for s in specs}
         try:
-            for name, spec in specs.items():
+            for name, spec in by_name.items():
                 fd = try_lock(self.paths.lock_file(name))
                 if fd is None:
                     st = read_state(self.paths.state_file(name), name)
@@ -157,7 +164,7 @@ class Supervisor:
         t0 = time.monotonic()
         for name, fd in locks.items():
             try:
-                self._spawn_keeper(specs[name], fd)
+                self._spawn_keeper(by_name[name], fd)
             finally:
                 os.close(fd)
         try:
@@ -168,8 +175,8 @@ class Supervisor:
 
             raise Interrupted("interrupted while waiting; the servers this command started were stopped") from None
         for name in locks:
-            results[name] = StartResult(name, "started", specs[name].url, waited[name][0], waited[name][1])
-        return [results[n] for n in names]
+            results[name] = StartResult(name, "started", by_name[name].url, waited[name][0], waited[name][1])
+        return [results[s.name] for s in specs]
 
     def _check_free(self, name: str, spec: LaunchSpec) -> None:
         from .ports import port_free, port_holder
@@ -223,6 +230,8 @@ class Supervisor:
                     pending.discard(name)
                 elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
                     pending.discard(name)
+                    if state != "backoff":  # let the keeper finish, so nothing outlives `up`
+                        _wait_released(self.paths.lock_file(name), 5.0)
                     self._fail_started(name, st, [n for n in pending])
         return done
 
@@ -341,6 +350,15 @@ class Supervisor:
         if st.state == "backoff" and st.next_try_wall:
             e.next_try_in_s = round(max(0.0, st.next_try_wall - time.time()), 1)
         return e
+
+
+def _wait_released(lock: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while is_held(lock):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _same_boot(st: ServerState) -> bool:
