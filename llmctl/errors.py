@@ -78,6 +78,42 @@ class StateError(LlmctlError):
     """The state directory cannot be used (permissions, disk full)."""
 
 
+class ModelNotFound(LlmctlError):
+    """A model reference (alias, repo, file, quant) does not exist where it should."""
+
+
+class QuantNotFound(ModelNotFound):
+    """The repo exists but has no file of the asked quantization."""
+
+
+class HubAuthRequired(LlmctlError):
+    """The repo is gated or private and no usable token was given."""
+
+
+class HubUnreachable(LlmctlError):
+    """The Hub (or the mirror in HF_ENDPOINT) cannot be reached."""
+
+
+class ChecksumMismatch(LlmctlError):
+    """A downloaded file does not match the checksum the Hub published (the file was removed)."""
+
+
+class NotEnoughSpace(LlmctlError):
+    """The download does not fit on the disk."""
+
+
+class NoServerAvailable(LlmctlError):
+    """No running server (and no cli fallback) can serve the request."""
+
+
+class EngineError(LlmctlError):
+    """The engine answered with an error, or the one-shot engine process failed."""
+
+
+class RequestTimeout(LlmctlError):
+    """A request to an engine took longer than --timeout."""
+
+
 class UsageError(LlmctlError):
     """The command line is inconsistent in a way Typer cannot check."""
 
@@ -111,6 +147,14 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
     ),
     StopFailed: (ExitCode.STOP_FAILED, "check `llmctl status {name}` and stop what is left by hand"),
     StateError: (ExitCode.ERROR, "check the permissions and free space of {path}"),
+    ModelNotFound: (ExitCode.MODEL_MISSING, "check the name with `llmctl models list` or the repo on the Hub"),
+    HubAuthRequired: (ExitCode.MODEL_MISSING, "accept the model's terms on the Hub and set HF_TOKEN"),
+    HubUnreachable: (ExitCode.ERROR, "check the network, or HF_ENDPOINT if you use a mirror"),
+    ChecksumMismatch: (ExitCode.ERROR, "run the same `llmctl pull` again to download it afresh"),
+    NotEnoughSpace: (ExitCode.ERROR, "free some space, or point LLMCTL_HOME at a bigger disk"),
+    NoServerAvailable: (ExitCode.NO_SERVER, "start one with `llmctl up {profile}`"),
+    EngineError: (ExitCode.ENGINE_ERROR, "see the server's log with `llmctl logs {profile}`"),
+    RequestTimeout: (ExitCode.TIMEOUT, "raise --timeout, or use a smaller model or max_tokens"),
     UsageError: (ExitCode.USAGE, "see `llmctl --help`"),
     Interrupted: (ExitCode.INTERRUPTED, ""),
 }

@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import lifecycle, profiles_cmd, models_cmd
+from . import lifecycle, models_cmd, profiles_cmd, run_cmd
 from .common import STATE
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ def main_options(
 lifecycle.register(app)
 app.add_typer(profiles_cmd.app, name="profiles")
 models_cmd.register(app)
+run_cmd.register(app)
 
 
 def main() -> None:
