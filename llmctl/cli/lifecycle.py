@@ -147,6 +147,9 @@ def status(names: OptNamesArg = None, json: JsonOpt = False) -> None:
             rows.append([e.name, e.state, e.pid, e.url or "", e.model or "", _fmt_uptime(e.uptime_s),
                          e.restarts, last, e.message])
         out.table(["name", "state", "pid", "url", "model", "uptime", "restarts", "last exit", "note"], rows)
+        for e in entries:
+            if e.log_tail:
+                out.info(f"--- {e.name} failed; last lines of {e.log} ---\n" + "\n".join(e.log_tail))
     asked = [e for e in entries if names or e.defined]
     if not asked or any(e.state != "running" for e in asked):
         raise typer.Exit(int(ExitCode.NOT_RUNNING))

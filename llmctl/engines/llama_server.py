@@ -25,14 +25,24 @@ RESERVED = {
 UNSAFE = {"tools", "webui-mcp-proxy"}
 
 
+def load_flags(profile: Profile) -> list[str]:
+    """How the model is loaded (-ngl -c -b -ub -t): shared by llama-server and the one-shot
+    tools (llama-completion, llama-cli, llama-mtmd-cli), so both modes of `run` load alike."""
+    p = profile
+    gpu_layers = p.gpu_layers if p.gpu_layers is not None else (0 if p.backend == "cpu" else None)
+    out: list[str] = []
+    for flag, value in (("-ngl", gpu_layers), ("-c", p.ctx_size), ("-b", p.batch_size),
+                        ("-ub", p.ubatch_size), ("-t", p.threads)):
+        if value is not None:
+            out += [flag, str(value)]
+    return out
+
+
 def server_argv(profile: Profile, binary: str, model_path: Path, key_file: Path | None = None) -> list[str]:
     """The full argv for llama-server (no secrets: the key travels in a 0600 file)."""
     p = profile
-    argv = [binary, "-m", str(model_path), "--host", p.host, "--port", str(p.port)]
-    gpu_layers = p.gpu_layers if p.gpu_layers is not None else (0 if p.backend == "cpu" else None)
-    for flag, value in (("-ngl", gpu_layers), ("-c", p.ctx_size), ("-b", p.batch_size),
-                        ("-ub", p.ubatch_size), ("-t", p.threads), ("-np", p.parallel),
-                        ("--alias", p.alias), ("--mmproj", p.mmproj)):
+    argv = [binary, "-m", str(model_path), "--host", p.host, "--port", str(p.port)] + load_flags(p)
+    for flag, value in (("-np", p.parallel), ("--alias", p.alias), ("--mmproj", p.mmproj)):
         if value is not None:
             argv += [flag, str(value)]
     if p.embeddings:
@@ -79,5 +89,10 @@ def launch_spec(profile: Profile, engine: EngineBinary, model_path: Path, paths:
         stop_timeout=profile.stop_timeout,
         health_interval=profile.health_interval,
         health_failures=profile.health_failures,
+        restart_unhealthy=profile.restart_unhealthy,
+        restart_delay=profile.restart_delay,
+        restart_delay_max=profile.restart_delay_max,
+        crash_limit=profile.crash_limit,
+        crash_window=profile.crash_window,
         unset_env=[profile.api_key_env] if profile.api_key_env else [],
     )

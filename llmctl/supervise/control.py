@@ -49,6 +49,7 @@ class StatusEntry:
     defined: bool = True  #: present in the loaded profiles
     next_try_in_s: float | None = None
     log: str | None = None
+    log_tail: list[str] | None = None  #: last log lines, when failed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,6 +145,7 @@ class Supervisor:
         locks: dict[str, int] = {}
         errors: list[LlmctlError] = []
         by_name = {s.name: s for s in specs}
+        adopt: dict[str, ProcId | None] = {}
         try:
             for name, spec in by_name.items():
                 fd = try_lock(self.paths.lock_file(name))
@@ -153,7 +155,9 @@ class Supervisor:
                     continue
                 locks[name] = fd
                 try:
-                    self._check_free(name, spec)
+                    adopt[name] = self._orphan(name, spec)
+                    if adopt[name] is None:
+                        self._check_free(name, spec)
                 except LlmctlError as exc:
                     errors.append(exc)
             _raise_all(errors)
@@ -164,7 +168,7 @@ class Supervisor:
         t0 = time.monotonic()
         for name, fd in locks.items():
             try:
-                self._spawn_keeper(by_name[name], fd)
+                self._spawn_keeper(by_name[name], fd, adopt.get(name))
             finally:
                 os.close(fd)
         try:
@@ -175,16 +179,33 @@ class Supervisor:
 
             raise Interrupted("interrupted while waiting; the servers this command started were stopped") from None
         for name in locks:
-            results[name] = StartResult(name, "started", by_name[name].url, waited[name][0], waited[name][1])
+            outcome = "adopted" if adopt.get(name) else "started"
+            results[name] = StartResult(name, outcome, by_name[name].url, waited[name][0], waited[name][1])
         return [results[s.name] for s in specs]
+
+    def _orphan(self, name: str, spec: LaunchSpec) -> ProcId | None:
+        """A server of this profile still running after its keeper died: adopt it if it runs
+        the same command line; refuse if it runs an older configuration."""
+        st = read_state(self.paths.state_file(name), name)
+        if not (st and st.pid and st.pid_create_time):
+            return None
+        server = ProcId(st.pid, st.pid_create_time)
+        proc = server.process()
+        if proc is None:
+            return None
+        try:  # the launch spec its keeper was started with, still in the run directory
+            old = LaunchSpec.read(self.paths.spec_file(name))
+            same = (old.argv, old.env) == (spec.argv, spec.env)
+        except (OSError, ValueError, TypeError):
+            same = False
+        if same:
+            return server
+        raise StartFailed(f"{name}: a server of an earlier configuration (pid {st.pid}) is still running "
+                          f"without its keeper; stop it with `llmctl down {name}` first", name=name)
 
     def _check_free(self, name: str, spec: LaunchSpec) -> None:
         from .ports import port_free, port_holder
 
-        st = read_state(self.paths.state_file(name), name)
-        if st and st.pid and st.pid_create_time and ProcId(st.pid, st.pid_create_time).alive():
-            raise StartFailed(f"{name}: its server (pid {st.pid}) is still running but its keeper is gone; "
-                              f"stop it with `llmctl down {name}` first", name=name)
         if port_free(spec.host, spec.port):
             return
         holder = port_holder(spec.port)
@@ -197,17 +218,21 @@ class Supervisor:
                     who = f"llmctl's own server {other!r} ({who}); `llmctl down {other}` stops it"
         raise PortInUse(f"{name}: port {spec.port} on {spec.host} is in use by {who}", name=name)
 
-    def _spawn_keeper(self, spec: LaunchSpec, lock_fd: int) -> None:
+    def _spawn_keeper(self, spec: LaunchSpec, lock_fd: int, adopt: ProcId | None = None) -> None:
         name = spec.name
         spec_path, log = self.paths.spec_file(name), self.paths.log_file(name)
         spec.write(spec_path)
         state_path = self.paths.state_file(name)
-        write_state(state_path, ServerState(name=name, state="starting", engine=spec.engine, host=spec.host,
-                                            port=spec.port, url=spec.url, model=spec.model, log=str(log)))
+        if adopt is None:
+            write_state(state_path, ServerState(name=name, state="starting", engine=spec.engine,
+                                                host=spec.host, port=spec.port, url=spec.url, model=spec.model,
+                                                log=str(log)))
         logf = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             argv = [sys.executable, "-m", "llmctl.supervise.keeper", str(spec_path), str(state_path),
                     str(log), "--lock-fd", str(lock_fd), "--detach"]
+            if adopt is not None:
+                argv += ["--adopt", str(adopt.pid), repr(adopt.create_time)]
             env = dict(os.environ, LLMCTL_KEEPER="1")
             proc = subprocess.Popen(argv, pass_fds=(lock_fd,), start_new_session=True, env=env,
                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd="/")
@@ -216,7 +241,9 @@ class Supervisor:
             os.close(logf)
 
     def _wait_ready(self, names: list[str], t0: float, progress: Progress | None) -> dict[str, tuple]:
+        """Wait for every name to be running; collect failures and raise them together."""
         pending, done, last = set(names), {}, {}
+        failures: list[LlmctlError] = []
         while pending:
             for name in sorted(pending):
                 st = read_state(self.paths.state_file(name), name)
@@ -230,21 +257,25 @@ class Supervisor:
                     pending.discard(name)
                 elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
                     pending.discard(name)
-                    if state != "backoff":  # let the keeper finish, so nothing outlives `up`
-                        _wait_released(self.paths.lock_file(name), 5.0)
-                    self._fail_started(name, st, [n for n in pending])
+                    if state == "backoff":  # died right after its first 200: do not leave it cycling
+                        self.stop([name])
+                    _wait_released(self.paths.lock_file(name), 5.0)  # nothing of it outlives `up`
+                    failures.append(self._start_error(name, st))
+            if pending:
+                time.sleep(0.02)
+        if failures:
+            ok = [n for n in names if n in done]
+            if ok:
+                note = f"(started and left running: {', '.join(sorted(ok))})"
+                failures[0].detail = f"{failures[0].detail}\n{note}" if failures[0].detail else note
+            _raise_all(failures)
         return done
 
-    def _fail_started(self, name: str, st: ServerState | None, others: list[str]) -> None:
+    def _start_error(self, name: str, st: ServerState | None) -> LlmctlError:
         log = str(self.paths.log_file(name))
         reason = st.message if st and st.message else "its keeper exited unexpectedly"
-        if st and st.state == "backoff":
-            self.stop([name])
         cls = StartTimeout if reason.startswith("start timeout") else StartFailed
-        detail = f"last lines of {log}:\n{tail(log, 30)}"
-        if others:
-            detail += f"\n(still starting: {', '.join(others)}; left running)"
-        raise cls(f"{name} failed to start: {reason}", detail=detail, name=name)
+        return cls(f"{name} failed to start: {reason}", detail=f"last lines of {log}:\n{tail(log, 30)}", name=name)
 
     # -- stop -----------------------------------------------------------------------------
     def recorded_names(self) -> list[str]:
@@ -256,14 +287,25 @@ class Supervisor:
         """Stop the named servers (all recorded ones when ``names`` is None). Idempotent."""
         if names is None:
             names = self.recorded_names()
-        results, failures = [], []
-        for name in dict.fromkeys(names):
+        names = list(dict.fromkeys(names))
+        failures: list[LlmctlError] = []
+
+        def one(name: str) -> StopResult | None:
             try:
-                results.append(self._stop_one(name))
+                return self._stop_one(name)
             except StopFailed as exc:
                 failures.append(exc)
+                return None
+
+        if len(names) > 1:  # in parallel: each may wait up to its stop_timeout
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+                results = list(pool.map(one, names))
+        else:
+            results = [one(n) for n in names]
         _raise_all(failures)
-        return results
+        return [r for r in results if r is not None]
 
     def _stop_one(self, name: str) -> StopResult:
         from .stop import stop_tree, tree
@@ -347,6 +389,8 @@ class Supervisor:
             e.pid = st.pid
             if st.state in ("running", "unhealthy") and st.started_mono is not None and _same_boot(st):
                 e.uptime_s = round(max(0.0, time.monotonic() - st.started_mono), 3)
+        if e.state == "failed" and st.log:
+            e.log_tail = tail(st.log, 10).splitlines()
         if st.state == "backoff" and st.next_try_wall:
             e.next_try_in_s = round(max(0.0, st.next_try_wall - time.time()), 1)
         return e

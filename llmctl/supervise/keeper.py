@@ -29,18 +29,20 @@ ROTATE_EVERY = 1.0
 
 
 class Keeper:
-    def __init__(self, spec: LaunchSpec, state_path: Path, log_path: Path, ops, policy: Policy | None = None):
+    def __init__(self, spec: LaunchSpec, state_path: Path, log_path: Path, ops, policy: Policy | None = None,
+                 adopt: ProcId | None = None):
         self.spec, self.state_path, self.log_path, self.ops = spec, state_path, log_path, ops
-        self.machine = Machine(policy or Policy(restart=spec.restart, start_timeout=spec.start_timeout,
-                                                health_failures=spec.health_failures))
+        self.machine = Machine(policy or spec.policy())
         self.server: ProcId | None = None
         self.members: list[ProcId] = []
         self.stop_flag = False
+        self.adopt = adopt  #: a live server left by a dead keeper, watched instead of started
         self.log_fd = -1
         self._next_probe = 0.0
         self._next_members = 0.0
         self._next_rotate = 0.0
         self._published: str | None = None
+        self.log_error = ""  #: the last failure to write the log (disk full...), shown by status
         me = ProcId.of(os.getpid())
         import psutil
 
@@ -55,8 +57,9 @@ class Keeper:
         line = f"[llmctl {time.strftime('%Y-%m-%d %H:%M:%S')}] {self.spec.name}: {text}\n"
         try:
             os.write(self.log_fd, line.encode())
-        except OSError:
-            pass
+            self.log_error = ""
+        except OSError as exc:
+            self.log_error = f"cannot write the log: {exc.strerror or exc}"
 
     def rotate(self) -> None:
         """Size-based rotation by copy-and-truncate: the server keeps its O_APPEND descriptor."""
@@ -71,7 +74,7 @@ class Keeper:
             os.truncate(self.log_path, 0)
             self.note("log rotated")
         except OSError as exc:
-            self.record.message = f"log rotation failed: {exc.strerror or exc}"
+            self.log_error = f"log rotation failed: {exc.strerror or exc}"
 
     # -- state --------------------------------------------------------------------------------
     def publish(self) -> None:
@@ -84,10 +87,10 @@ class Keeper:
         r.ready_mono = m.ready_at if self.server else None
         r.restarts, r.exit_code, r.exit_signal = m.restarts, m.exit_code, m.exit_signal
         r.health = m.health.value if m.health else None
-        r.message = m.reason or (r.message if r.message.startswith("log rotation") else "")
+        r.message = "; ".join(x for x in (m.reason, self.log_error) if x)
         r.next_try_wall = (time.time() + m.next_try_at - self.ops.now()) if m.next_try_at else None
         snapshot = r.to_json()
-        if snapshot != self._published:
+        if snapshot != self._published or not self.state_path.exists():  # moved aside as corrupt
             try:
                 write_state(self.state_path, r)
                 self._published = snapshot
@@ -113,6 +116,16 @@ class Keeper:
         self.machine.spawned(now)
         self._next_probe = now
         self.note(f"started pid {self.server.pid}: {' '.join(self.spec.argv)}")
+
+    def adopt_server(self, server: ProcId) -> None:
+        """Watch a server whose keeper died (it is not our child: poll it instead of waiting)."""
+        self.server = server
+        now = self.ops.now()
+        self.machine.spawned(now - max(0.0, time.time() - server.create_time))
+        self.machine.ever_ready = True  # it ran before; a death now is a crash, not a bad start
+        self.record.started_wall = server.create_time
+        self._next_probe = now
+        self.note(f"adopted running server pid {server.pid} (its keeper had died)")
 
     def stop_server(self) -> None:
         if self.server is None:
@@ -140,7 +153,10 @@ class Keeper:
     def run(self) -> int:
         self.log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.ops.become_subreaper()
-        self.spawn()
+        if self.adopt is not None:
+            self.adopt_server(self.adopt)
+        else:
+            self.spawn()
         self.publish()
         m = self.machine
         while True:
@@ -156,9 +172,17 @@ class Keeper:
             for pid, code, sig in self.ops.reap():
                 if self.server is not None and pid == self.server.pid:
                     self.on_exit(code, sig)
+            if self.adopt is not None and self.server is not None and self.server.pid == self.adopt.pid \
+                    and not self.ops.alive(self.server):
+                self.on_exit(None, None)  # not our child: its exit status is not ours to learn
             action = m.tick(now)
             if action is Action.SPAWN:
                 self.spawn()
+            elif action is Action.RESTART:
+                self.note(f"{m.reason}: restarting it")
+                self.stop_server()
+                m.exited(m.exit_code, m.exit_signal or signal.SIGTERM, self.ops.now())
+                m.reason = f"restarted after turning unhealthy; {m.reason}"
             elif action is Action.KILL:
                 self.note(f"no healthy answer within {m.policy.start_timeout:.0f}s: stopping")
                 self.stop_server()
@@ -177,6 +201,8 @@ class Keeper:
                 self._next_members = now + MEMBERS_EVERY
             if now >= self._next_rotate:
                 self.rotate()
+                if self.log_error:
+                    self.note("log writable again")  # clears log_error if the disk has room now
                 self._next_rotate = now + ROTATE_EVERY
             self.publish()
             if m.done:
@@ -194,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("log")
     ap.add_argument("--lock-fd", type=int, required=True)
     ap.add_argument("--detach", action="store_true")
+    ap.add_argument("--adopt", nargs=2, metavar=("PID", "CREATE_TIME"))
     args = ap.parse_args(argv)
     if args.detach and os.fork() > 0:
         os._exit(0)  # the parent returns at once; the keeper lives on, re-parented
@@ -204,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     os.close(log_fd)
     from .osops import OsOps
 
-    keeper = Keeper(LaunchSpec.read(Path(args.spec)), Path(args.state), Path(args.log), OsOps())
+    adopt = ProcId(int(args.adopt[0]), float(args.adopt[1])) if args.adopt else None
+    keeper = Keeper(LaunchSpec.read(Path(args.spec)), Path(args.state), Path(args.log), OsOps(), adopt=adopt)
 
     def on_term(signum, frame):
         keeper.stop_flag = True

@@ -43,6 +43,7 @@ class Action(enum.Enum):
     NONE = "none"
     SPAWN = "spawn"  #: start the server (again)
     KILL = "kill"  #: stop the server's process tree (start timeout)
+    RESTART = "restart"  #: stop the server's tree; it will be started again (unhealthy)
 
 
 @dataclass
@@ -55,6 +56,9 @@ class Policy:
     stable_after: float = 60.0  #: running this long resets the backoff
     crash_limit: int = 5  #: deaths within crash_window -> failed
     crash_window: float = 300.0
+    restart_unhealthy: bool = False  #: an `unhealthy` server is killed and restarted
+    #: exit codes that mean "the command line or install is wrong": never retried
+    fatal_codes: tuple = (2, 126, 127)
 
 
 @dataclass
@@ -106,7 +110,12 @@ class Machine:
 
     def exited(self, code: int | None, signal: int | None, now: float) -> None:
         self.exit_code, self.exit_signal, self.health = code, signal, None
-        how = f"killed by signal {signal}" if signal else f"exited with code {code}"
+        if signal:
+            how = f"killed by signal {signal}"
+        elif code is None:
+            how = "exited (status unknown)"
+        else:
+            how = f"exited with code {code}"
         if self.stopping:
             # any -> stopped: we asked it to stop.
             self.state, self.reason = State.STOPPED, "stopped on request"
@@ -117,6 +126,10 @@ class Machine:
             self.state, self.reason = State.FAILED, f"{how} while starting"
             return
         clean = code == 0 and not signal
+        if code in self.policy.fatal_codes:
+            # running -> failed: the exit code says the configuration is wrong; retrying won't help.
+            self.state, self.reason = State.FAILED, f"{how} (a configuration error: not restarted)"
+            return
         if self.policy.restart == "no" or (self.policy.restart == "on-failure" and clean):
             # running -> stopped/failed: the policy does not restart.
             self.state = State.STOPPED if clean else State.FAILED
@@ -158,6 +171,8 @@ class Machine:
         if self.state is State.STARTING and self.started_at is not None:
             if now - self.started_at > self.policy.start_timeout:
                 return Action.KILL
+        if self.state is State.UNHEALTHY and self.policy.restart_unhealthy:
+            return Action.RESTART
         if self.state is State.BACKOFF and self.next_try_at is not None and now >= self.next_try_at:
             self.restarts += 1
             return Action.SPAWN

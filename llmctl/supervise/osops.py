@@ -76,6 +76,9 @@ class OsOps:
             return Health.LOADING
         return Health.DOWN
 
+    def alive(self, proc: ProcId) -> bool:
+        return proc.alive()
+
     def stop(self, leader: ProcId, members: list[ProcId], timeout: float) -> bool:
         """Stop the tree (including orphans re-parented to us); True if nothing survived."""
         extra = []

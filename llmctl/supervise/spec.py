@@ -25,6 +25,11 @@ class LaunchSpec:
     stop_timeout: float = 10.0
     health_interval: float = 5.0
     health_failures: int = 3
+    restart_unhealthy: bool = False
+    restart_delay: float = 1.0
+    restart_delay_max: float = 60.0
+    crash_limit: int = 5
+    crash_window: float = 300.0
     unset_env: list[str] = field(default_factory=list)  #: removed from the server's environment
     log_max_bytes: int = 20 * 1024 * 1024
     log_backups: int = 3
@@ -35,6 +40,14 @@ class LaunchSpec:
         with os.fdopen(fd, "w") as f:
             json.dump(asdict(self), f, indent=1)
         os.replace(tmp, path)
+
+    def policy(self):
+        from .machine import Policy
+
+        return Policy(restart=self.restart, start_timeout=self.start_timeout,
+                      health_failures=self.health_failures, restart_unhealthy=self.restart_unhealthy,
+                      backoff_base=self.restart_delay, backoff_cap=self.restart_delay_max,
+                      crash_limit=self.crash_limit, crash_window=self.crash_window)
 
     @classmethod
     def read(cls, path: Path) -> "LaunchSpec":

@@ -1,10 +1,13 @@
+#!/usr/bin/env python3
 """A purpose-built test server that misbehaves on demand (not an engine stand-in for features:
 it exists to produce faults a real llama-server will not produce on cue).
 
     python misbehaving_server.py --port P [--ready-after S] [--never-ready] [--ignore-term]
         [--crash-after S] [--exit-code N] [--fork-child] [--setsid-child] [--exit-now N]
 
-/health answers 503 until ready, then 200.
+/health answers 503 until ready, then 200. It also works as a profile's `binary:`: it accepts
+llama-server's command line (unknown flags are ignored) and reads its switches from the
+MISBEHAVE environment variable (set through the profile's `env:`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,19 @@ from __future__ import annotations
 import argparse
 import http.server
 import os
+import shlex
 import signal
 import sys
 import threading
 import time
+
+
+def say(text: str) -> None:
+    """Print a log line; like llama-server, keep running when the log cannot be written."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
 
 
 def main() -> None:
@@ -30,10 +42,13 @@ def main() -> None:
     ap.add_argument("--exit-now", type=int, default=None)
     ap.add_argument("--fork-child", action="store_true", help="start a sleeping child in our group")
     ap.add_argument("--setsid-child", action="store_true", help="start a child that escapes with setsid")
-    a = ap.parse_args()
-    print(f"misbehaving server pid {os.getpid()} args {sys.argv[1:]}", flush=True)
+    ap.add_argument("--fail-health-after", type=float, default=None, help="answer 500 after S seconds")
+    ap.add_argument("--spam", type=int, default=0, help="print this many log lines per second")
+    args = sys.argv[1:] + shlex.split(os.environ.get("MISBEHAVE", ""))
+    a, _unknown = ap.parse_known_args(args)
+    say(f"misbehaving server pid {os.getpid()} args {sys.argv[1:]}")
     if a.exit_now is not None:
-        print("exiting at once", flush=True)
+        say("exiting at once")
         sys.exit(a.exit_now)
     if a.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -46,7 +61,12 @@ def main() -> None:
 
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            ready = not a.never_ready and time.monotonic() - t0 >= a.ready_after
+            age = time.monotonic() - t0
+            ready = not a.never_ready and age >= a.ready_after
+            if a.fail_health_after is not None and age >= a.fail_health_after:
+                self.send_response(500)
+                self.end_headers()
+                return
             self.send_response(200 if ready else 503)
             self.end_headers()
             self.wfile.write(b'{"status":"ok"}' if ready else b'{"status":"loading"}')
@@ -58,9 +78,18 @@ def main() -> None:
     if a.crash_after is not None:
         def crash():
             time.sleep(a.crash_after)
-            print(f"crashing with code {a.exit_code}", flush=True)
+            say(f"crashing with code {a.exit_code}")
             os._exit(a.exit_code)
         threading.Thread(target=crash, daemon=True).start()
+    if a.spam:
+        def spam():
+            i = 0
+            while True:
+                for _ in range(a.spam):
+                    i += 1
+                    say(f"log line {i} " + "x" * 80)
+                time.sleep(1)
+        threading.Thread(target=spam, daemon=True).start()
     srv.serve_forever()
 
 

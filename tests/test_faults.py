@@ -1,0 +1,466 @@
+"""Supervisor behaviour with a purpose-built misbehaving server (tests/helpers): it produces
+on cue the faults a real llama-server will not (never ready, crash, ignore SIGTERM, forks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from llmctl.errors import PortInUse, StartFailed, StartTimeout
+from llmctl.supervise.control import Supervisor
+from llmctl.supervise.spec import LaunchSpec
+
+from .util import port_is_free
+
+HELPER = str(Path(__file__).parent / "helpers" / "misbehaving_server.py")
+
+
+def spec(name: str, port: int, *flags: str, **kw) -> LaunchSpec:
+    kw.setdefault("start_timeout", 15)
+    kw.setdefault("stop_timeout", 2)
+    return LaunchSpec(name=name, engine="test", argv=[sys.executable, HELPER, "--port", str(port), *flags],
+                      env={}, host="127.0.0.1", port=port, url=f"http://127.0.0.1:{port}", **kw)
+
+
+def wait_for(pred, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_waits_through_503_and_stops_whole_tree(ports):
+    port = ports()
+    sup = Supervisor()
+    [res] = sup.launch([spec("a", port, "--ready-after", "0.8", "--fork-child", "--setsid-child")])
+    assert res.outcome == "started" and res.seconds >= 0.8
+    [st] = sup.status(["a"])
+    assert st.state == "running" and st.health == "ok" and st.supervised
+    server = psutil.Process(st.pid)
+    wait_for(lambda: len(json.loads(Path(st.log).with_name("..").resolve().joinpath(
+        "state", "a.json").read_text())["members"]) == 2, what="members recorded")
+    tree = [server] + server.children(recursive=True)
+    escaped = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1001"]]
+    assert len(tree) >= 2 and escaped
+    [stop] = sup.stop(["a"])
+    assert stop.outcome == "stopped"
+    for p in tree + escaped:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    assert port_is_free(port)
+    assert sup.status(["a"])[0].state == "stopped"
+    assert sup.stop(["a"])[0].outcome == "not-running"  # idempotent
+
+
+def test_sigkill_after_stop_timeout_when_sigterm_ignored(ports):
+    port = ports()
+    sup = Supervisor()
+    sup.launch([spec("stubborn", port, "--ignore-term", stop_timeout=1)])
+    pid = sup.status(["stubborn"])[0].pid
+    t0 = time.monotonic()
+    sup.stop(["stubborn"])
+    assert 0.9 <= time.monotonic() - t0 < 8
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert "stop requested" in Path(sup.paths.log_file("stubborn")).read_text()
+
+
+def test_never_ready_hits_start_timeout_and_leaves_nothing(ports):
+    port = ports()
+    sup = Supervisor()
+    with pytest.raises(StartTimeout) as ei:
+        sup.launch([spec("slow", port, "--never-ready", start_timeout=1.5)])
+    assert "start timeout" in ei.value.message and "misbehaving server pid" in ei.value.detail
+    assert sup.status(["slow"])[0].state == "failed"
+    assert port_is_free(port)
+
+
+def test_exit_while_starting_fails_fast_with_log_tail(ports):
+    port = ports()
+    sup = Supervisor()
+    t0 = time.monotonic()
+    with pytest.raises(StartFailed) as ei:
+        sup.launch([spec("bad", port, "--exit-now", "3")])
+    assert time.monotonic() - t0 < 5
+    assert "exited with code 3 while starting" in ei.value.message
+    assert "exiting at once" in ei.value.detail
+    [st] = sup.status(["bad"])
+    assert st.state == "failed" and st.exit_code == 3
+
+
+def test_crash_after_ready_is_restarted_with_backoff(ports):
+    port = ports()
+    sup = Supervisor()
+    sup.launch([spec("crashy", port, "--crash-after", "0.5", "--exit-code", "7")])
+    first = sup.status(["crashy"])[0].pid
+    st = wait_for(lambda: (s := sup.status(["crashy"])[0]).restarts >= 1 and s.state == "running" and s,
+                  what="restart")
+    assert st.pid != first and st.exit_code == 7
+    sup.stop(["crashy"])
+
+
+def test_killed_server_shows_signal_and_comes_back(ports):
+    port = ports()
+    sup = Supervisor()
+    sup.launch([spec("victim", port)])
+    pid = sup.status(["victim"])[0].pid
+    os.kill(pid, signal.SIGKILL)
+    st = wait_for(lambda: (s := sup.status(["victim"])[0]).state == "backoff" and s, what="backoff")
+    assert st.exit_signal == signal.SIGKILL and st.next_try_in_s is not None
+    st = wait_for(lambda: (s := sup.status(["victim"])[0]).state == "running" and s.restarts == 1 and s,
+                  what="restart")
+    assert st.pid != pid
+    sup.stop(["victim"])
+
+
+def test_foreign_port_holder_refused_before_spawn(ports):
+    import socket
+
+    port = ports()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        sup = Supervisor()
+        with pytest.raises(PortInUse) as ei:
+            sup.launch([spec("clash", port)])
+    assert f"pid {os.getpid()}" in ei.value.message
+    assert not sup.paths.state_file("clash").exists()  # nothing was spawned
+
+
+def test_two_launches_at_once_start_exactly_one_server(ports):
+    """Two `up` racing: the kernel lock lets exactly one keeper start a server."""
+    import threading
+
+    port = ports()
+    results, errors = [], []
+
+    def go():
+        try:
+            results.extend(Supervisor().launch([spec("race", port, "--ready-after", "0.3")]))
+        except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    servers = [p for p in psutil.process_iter(["cmdline"])
+               if p.info["cmdline"] and HELPER in p.info["cmdline"] and str(port) in p.info["cmdline"]]
+    assert len(servers) == 1, (results, errors)
+    assert not errors, errors
+    assert sorted(r.outcome for r in results) == ["already-running", "started"]
+    Supervisor().stop(["race"])
+
+
+def test_corrupt_state_file_is_moved_aside(ports):
+    sup = Supervisor()
+    sup.paths.ensure()
+    sup.paths.state_file("junk").write_text("{not json")
+    [st] = sup.status(["junk"])
+    assert st.state == "stopped"
+    assert sup.paths.state_file("junk").with_name("junk.json.corrupt").exists()
+
+
+def test_state_dir_is_private():
+    sup = Supervisor()
+    sup.paths.ensure()
+    for d in (sup.paths.state, sup.paths.run, sup.paths.logs):
+        assert d.stat().st_mode & 0o777 == 0o700
+
+
+# ---------------------------------------------------------------------------------------------
+# The fault cases of DESIGN.md through the real CLI. The misbehaving server stands in for the
+# engine via the profile's `binary:` (it accepts llama-server's command line) so that each fault
+# happens on cue; cases where the real engine matters use llama-server (test_engine_lifecycle.py).
+# ---------------------------------------------------------------------------------------------
+import subprocess  # noqa: E402
+import textwrap  # noqa: E402
+
+from .util import cli  # noqa: E402
+
+
+def fault_profiles(tmp_path: Path, port: int, misbehave: str = "", name: str = "srv", **keys) -> dict:
+    model = tmp_path / "dummy.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 28)
+    settings = {"model": str(model), "port": port, "binary": HELPER, "env": f'{{MISBEHAVE: "{misbehave}"}}',
+                "stop_timeout": 2, "start_timeout": 20, **keys}
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(f"profiles:\n  {name}:\n" + "".join(f"    {k}: {v}\n" for k, v in settings.items()))
+    return {"LLMCTL_PROFILES": str(f)}
+
+
+def status_of(env: dict, name: str = "srv") -> dict:
+    r = cli("status", name, "--json", env=env)
+    return json.loads(r.stdout)[0]
+
+
+def helper_procs(port: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if any(HELPER in c for c in cmd) and str(port) in cmd:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except psutil.Error:
+                pass
+    return out
+
+
+def test_fault_01_sigkilled_server_shows_signal_and_restarts(tmp_path, ports):
+    """Fault 1: server SIGKILLed -> state shows the signal, restarted after a backoff."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, restart_delay=0.5)
+    assert cli("up", "srv", env=env).returncode == 0
+    pid = status_of(env)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    st = wait_for(lambda: (s := status_of(env))["state"] == "backoff" and s, what="backoff")
+    assert st["exit_signal"] == 9 and st["next_try_in_s"] is not None and "restarting in" in st["message"]
+    st = wait_for(lambda: (s := status_of(env))["state"] == "running" and s["restarts"] == 1 and s)
+    assert st["pid"] != pid
+    assert cli("down", "srv", env=env).returncode == 0
+
+
+def test_fault_02_crash_loop_ends_failed_with_log_lines(tmp_path, ports):
+    """Fault 2: a crash loop ends in `failed` after crash_limit quick deaths, with the last
+    log lines in status; no endless retries."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, "--crash-after 0.4 --exit-code 9", restart_delay=0.1, crash_limit=3)
+    assert cli("up", "srv", env=env).returncode == 0
+    st = wait_for(lambda: (s := status_of(env))["state"] == "failed" and s, timeout=30, what="failed")
+    assert "crash loop" in st["message"] and st["restarts"] == 2 and st["exit_code"] == 9
+    assert any("crashing with code 9" in line for line in st["log_tail"])
+    time.sleep(1.5)
+    assert status_of(env)["restarts"] == 2 and not helper_procs(port)
+    r = cli("status", "srv", env=env)
+    assert r.returncode == 3 and "crashing with code 9" in r.stderr
+
+
+def test_fault_03_never_healthy_term_then_kill(tmp_path, ports):
+    """Fault 3: never healthy and deaf to SIGTERM -> start timeout, TERM then KILL, failed."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, "--never-ready --ignore-term", start_timeout=1.5, stop_timeout=0.5)
+    r = cli("up", "srv", env=env)
+    assert r.returncode == 9 and "start timeout" in r.stderr
+    assert status_of(env)["state"] == "failed" and not helper_procs(port) and port_is_free(port)
+
+
+def test_fault_04_unhealthy_after_k_failures_and_restart_if_asked(tmp_path, ports):
+    """Fault 4: alive but failing health K times -> unhealthy; with restart_unhealthy, restarted."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, "--fail-health-after 1", health_interval=0.2, health_failures=3)
+    assert cli("up", "srv", env=env).returncode == 0
+    st = wait_for(lambda: (s := status_of(env))["state"] == "unhealthy" and s, what="unhealthy")
+    assert "3 health checks failed" in st["message"] and st["pid"] and st["restarts"] == 0
+    assert cli("down", "srv", env=env).returncode == 0
+    env = fault_profiles(tmp_path, port, "--fail-health-after 1", health_interval=0.2, health_failures=2,
+                         restart_unhealthy="true", restart_delay=0.2)
+    assert cli("up", "srv", env=env).returncode == 0
+    wait_for(lambda: status_of(env)["restarts"] >= 1, what="restart of the unhealthy server")
+    assert cli("down", "srv", env=env).returncode == 0
+
+
+def test_fault_04b_503_while_loading_counts_as_starting(tmp_path, ports):
+    """Fault 4 (second half): llama-server's 503 while loading is `starting`, not unhealthy."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, "--ready-after 2")
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "up", "srv"], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    st = wait_for(lambda: (s := status_of(env))["health"] == "loading" and s, what="loading")
+    assert st["state"] == "starting"
+    assert proc.wait(30) == 0 and status_of(env)["state"] == "running"
+    assert cli("down", "srv", env=env).returncode == 0
+
+
+def test_fault_05_keeper_sigkilled_no_duplicate_and_controllable(tmp_path, ports):
+    """Fault 5: keeper SIGKILLed -> the server lives on, `up` adopts it (no second server),
+    and `down` stops it."""
+    port = ports()
+    env = fault_profiles(tmp_path, port)
+    assert cli("up", "srv", env=env).returncode == 0
+    home = Path(os.environ["LLMCTL_HOME"])
+    state = json.loads((home / "state" / "srv.json").read_text())
+    os.kill(state["keeper_pid"], signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(state["keeper_pid"]) or
+             psutil.Process(state["keeper_pid"]).status() == psutil.STATUS_ZOMBIE, what="keeper gone")
+    st = status_of(env)
+    assert st["state"] == "running" and not st["supervised"] and "unsupervised" in st["message"]
+    r = cli("up", "srv", env=env)
+    assert r.returncode == 0, r.stderr
+    assert len(helper_procs(port)) == 1 and status_of(env)["pid"] == state["pid"]
+    st = status_of(env)
+    assert st["supervised"] and st["state"] == "running"
+    # and once more without adoption: keeper killed, `down` alone stops the server
+    state = json.loads((home / "state" / "srv.json").read_text())
+    os.kill(state["keeper_pid"], signal.SIGKILL)
+    time.sleep(0.2)
+    r = cli("down", "srv", env=env)
+    assert r.returncode == 0 and "stopped" in r.stdout
+    assert not helper_procs(port) and port_is_free(port)
+
+
+def test_fault_07_forking_server_leaves_nothing_via_cli(tmp_path, ports):
+    """Fault 7: grandchildren (a child in the group, one escaped with setsid) -> none left."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, "--fork-child --setsid-child")
+    assert cli("up", "srv", env=env).returncode == 0
+    time.sleep(2.5)  # the keeper records the server's descendants every 2 s
+    sleeps = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] in (["sleep", "1000"], ["sleep", "1001"])]
+    assert len(sleeps) >= 2
+    assert cli("down", "srv", env=env).returncode == 0
+    assert not [p for p in sleeps if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_fault_08_reused_pid_never_signalled(tmp_path):
+    """Fault 8: a state file naming a live stranger (wrong start time, or another owner) ->
+    `down` never signals it."""
+    stranger = subprocess.Popen(["sleep", "300"])
+    other_owner = subprocess.Popen(["sleep", "301"], user=65534) if os.getuid() == 0 else None
+    try:
+        home = Path(os.environ["LLMCTL_HOME"])
+        (home / "state").mkdir(parents=True, mode=0o700)
+        ct = psutil.Process(stranger.pid).create_time()
+        for name, pid, ctime in [("ghost", stranger.pid, ct - 100)] + (
+                [("owned", other_owner.pid, psutil.Process(other_owner.pid).create_time())] if other_owner else []):
+            (home / "state" / f"{name}.json").write_text(json.dumps(
+                {"name": name, "state": "running", "pid": pid, "pid_create_time": ctime, "port": 1,
+                 "keeper_pid": pid, "keeper_create_time": ctime, "members": [[pid, ctime]]}))
+        r = cli("down", "--all")
+        assert r.returncode == 0, r.stderr
+        assert stranger.poll() is None and (other_owner is None or other_owner.poll() is None)
+        assert status_of({}, "ghost")["state"] in ("stopped", "failed")
+    finally:
+        stranger.kill()
+        stranger.wait()
+        if other_owner:
+            other_owner.kill()
+            other_owner.wait()
+
+
+def test_fault_09_corrupt_or_empty_state_while_running(tmp_path, ports):
+    """Fault 9: a corrupt or empty state file is moved aside, never trusted; the keeper rewrites
+    it; `down` still finds the keeper."""
+    port = ports()
+    env = fault_profiles(tmp_path, port)
+    assert cli("up", "srv", env=env).returncode == 0
+    state = Path(os.environ["LLMCTL_HOME"]) / "state" / "srv.json"
+    state.write_text("")
+    st = status_of(env)  # no crash
+    assert st["state"] in ("starting", "running")
+    wait_for(lambda: status_of(env)["state"] == "running", what="state rewritten by the keeper")
+    state.write_text('{"name": "srv", "state": 42, "pid": "x"')
+    r = cli("down", "srv", env=env)
+    assert r.returncode == 0 and not helper_procs(port)
+
+
+def test_fault_10_stale_lock_and_state_do_not_block(tmp_path, ports):
+    """Fault 10: a leftover lock file and a state saying `running` with dead pids: the kernel
+    lock is free, so `up` proceeds; status does not believe the stale record."""
+    port = ports()
+    env = fault_profiles(tmp_path, port)
+    home = Path(os.environ["LLMCTL_HOME"])
+    for d in ("state", "run"):
+        (home / d).mkdir(parents=True, exist_ok=True, mode=0o700)
+    (home / "run" / "srv.lock").write_text("12345\n")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (home / "state" / "srv.json").write_text(json.dumps(
+        {"name": "srv", "state": "running", "pid": dead.pid, "pid_create_time": 1.0, "port": port}))
+    assert status_of(env)["state"] == "failed"
+    r = cli("up", "srv", env=env)
+    assert r.returncode == 0, r.stderr
+    assert cli("down", "srv", env=env).returncode == 0
+
+
+def test_fault_12_port_held_by_our_own_orphan(tmp_path, ports):
+    """Fault 12: port held by llmctl's own orphaned server -> named as such; `down` stops it."""
+    port = ports()
+    env_a = fault_profiles(tmp_path, port, name="first")
+    assert cli("up", "first", env=env_a).returncode == 0
+    state = json.loads((Path(os.environ["LLMCTL_HOME"]) / "state" / "first.json").read_text())
+    os.kill(state["keeper_pid"], signal.SIGKILL)
+    env_b = fault_profiles(tmp_path, port, name="second")
+    r = cli("up", "second", env=env_b)
+    assert r.returncode == 7 and "llmctl's own server 'first'" in r.stderr and "llmctl down first" in r.stderr
+    assert cli("down", "first", env=env_b).returncode == 0  # by its record, not its profile file
+    assert port_is_free(port)
+
+
+def test_fault_14_two_cli_ups_at_once_one_server(tmp_path, ports):
+    """Fault 14: two `llmctl up` processes at once -> exactly one server."""
+    port = ports()
+    env = {**os.environ, **fault_profiles(tmp_path, port, "--ready-after 0.5")}
+    procs = [subprocess.Popen([sys.executable, "-m", "llmctl", "up", "srv"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len(helper_procs(port)) == 1
+    assert sum("already running" in o for o, _ in outs) == 1
+    assert cli("down", "srv", env=env).returncode == 0
+
+
+def test_fault_15_ctrl_c_during_wait_stops_what_it_started(tmp_path, ports):
+    """Fault 15: Ctrl-C while `up` waits for health -> exit 130, the server it started is
+    stopped, the state says stopped."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, "--never-ready")
+    proc = subprocess.Popen([sys.executable, "-m", "llmctl", "up", "srv"], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: helper_procs(port), what="server spawned")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not helper_procs(port) and status_of(env)["state"] == "stopped"
+
+
+def test_fault_19_log_rotation(tmp_path, ports):
+    """Fault 19 (growth): the log rotates at LLMCTL_LOG_MAX_BYTES, keeping 3 backups."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, "--spam 400")
+    env["LLMCTL_LOG_MAX_BYTES"] = "20000"
+    assert cli("up", "srv", env=env).returncode == 0
+    logs = Path(os.environ["LLMCTL_HOME"]) / "logs"
+    wait_for(lambda: (logs / "srv.log.3").exists(), timeout=30, what="three rotations")
+    assert not (logs / "srv.log.4").exists()
+    assert (logs / "srv.log").stat().st_size < 200_000
+    assert "log line" in (logs / "srv.log.1").read_text()
+    assert cli("down", "srv", env=env).returncode == 0
+
+
+def test_fault_19b_full_disk_is_reported_and_state_stays_sound(tmp_path, ports):
+    """Fault 19 (disk full): the log is made to fail with ENOSPC by pointing it at /dev/full
+    (a real device that answers every write with 'No space left on device'); status reports
+    it, the state file stays valid, the server keeps running and stops cleanly."""
+    port = ports()
+    env = fault_profiles(tmp_path, port)
+    logs = Path(os.environ["LLMCTL_HOME"]) / "logs"
+    logs.mkdir(parents=True, mode=0o700)
+    (logs / "srv.log").symlink_to("/dev/full")
+    r = cli("up", "srv", env=env)
+    assert r.returncode == 0, r.stderr
+    st = wait_for(lambda: (s := status_of(env))["message"] and s, what="disk-full note")
+    assert "No space left on device" in st["message"] and st["state"] == "running"
+    json.loads((Path(os.environ["LLMCTL_HOME"]) / "state" / "srv.json").read_text())
+    assert cli("down", "srv", env=env).returncode == 0 and not helper_procs(port)
+
+
+def test_fault_20_clock_jumps_never_give_negative_uptime(tmp_path, ports):
+    """Fault 20: timers are monotonic; a start time in the future (a jump) shows uptime 0."""
+    port = ports()
+    env = fault_profiles(tmp_path, port)
+    assert cli("up", "srv", env=env).returncode == 0
+    path = Path(os.environ["LLMCTL_HOME"]) / "state" / "srv.json"
+    data = json.loads(path.read_text())
+    data["started_mono"] = time.monotonic() + 3600
+    path.write_text(json.dumps(data))
+    assert status_of(env)["uptime_s"] == 0
+    assert cli("down", "srv", env=env).returncode == 0
