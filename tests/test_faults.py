@@ -453,14 +453,18 @@ def test_fault_19b_full_disk_is_reported_and_state_stays_sound(tmp_path, ports):
     assert cli("down", "srv", env=env).returncode == 0 and not helper_procs(port)
 
 
-def test_fault_20_clock_jumps_never_give_negative_uptime(tmp_path, ports):
-    """Fault 20: timers are monotonic; a start time in the future (a jump) shows uptime 0."""
-    port = ports()
-    env = fault_profiles(tmp_path, port)
-    assert cli("up", "srv", env=env).returncode == 0
-    path = Path(os.environ["LLMCTL_HOME"]) / "state" / "srv.json"
-    data = json.loads(path.read_text())
-    data["started_mono"] = time.monotonic() + 3600
-    path.write_text(json.dumps(data))
-    assert status_of(env)["uptime_s"] == 0
-    assert cli("down", "srv", env=env).returncode == 0
+def test_fault_20_clock_jumps_never_give_negative_uptime():
+    """Fault 20: uptime comes from the system-wide monotonic clock; a recorded start in the
+    future (as after a clock jump) shows uptime 0, never negative. The recorded server is this
+    test process itself (alive, ours), so no keeper races the planted record."""
+    sup = Supervisor()
+    sup.paths.ensure()
+    me = psutil.Process()
+    record = {"name": "jumpy", "state": "running", "pid": me.pid, "pid_create_time": me.create_time(),
+              "port": 1, "started_mono": time.monotonic() + 3600, "boot_time": psutil.boot_time()}
+    sup.paths.state_file("jumpy").write_text(json.dumps(record))
+    [st] = sup.status(["jumpy"])
+    assert st.state == "running" and st.uptime_s == 0
+    record["started_mono"] = time.monotonic() - 5
+    sup.paths.state_file("jumpy").write_text(json.dumps(record))
+    assert 4.9 <= sup.status(["jumpy"])[0].uptime_s < 60

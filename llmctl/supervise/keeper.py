@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     from .osops import OsOps
 
     adopt = ProcId(int(args.adopt[0]), float(args.adopt[1])) if args.adopt else None
-    keeper = Keeper(LaunchSpec.read(Path(args.spec)), Path(args.state), Path(args.log), OsOps(), adopt=adopt)
+    ops = OsOps()
+    keeper = Keeper(LaunchSpec.read(Path(args.spec)), Path(args.state), Path(args.log), ops, adopt=adopt)
 
     def on_term(signum, frame):
         keeper.stop_flag = True
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # a child's exit wakes the loop too
+    ops.wake_on_signals()
     return keeper.run()
 
 

