@@ -58,12 +58,20 @@ def _kill(procs: list[psutil.Process]) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_leaks_session():
-    """Fails the run if any keeper or llama.cpp process started by the tests is still alive."""
+def no_leaks_session(tmp_path_factory):
+    """Fails the run if any keeper or llama.cpp process started by this run's tests (their
+    LLMCTL_HOME or command line lies under this run's temporary directory) is still alive."""
     since = time.time() - 1
+    base = str(tmp_path_factory.getbasetemp())
     yield
     time.sleep(0.2)
-    left = _leftovers(since)
+    left = []
+    for p in _leftovers(since):
+        try:
+            if (p.environ().get("LLMCTL_HOME") or "").startswith(base) or base in " ".join(p.cmdline()):
+                left.append(p)
+        except psutil.Error:
+            continue
     if left:
         desc = [f"{p.pid} {' '.join(p.cmdline())[:150]}" for p in left if p.is_running()]
         _kill(left)

@@ -99,20 +99,9 @@ class Supervisor:
     # -- start ----------------------------------------------------------------------------
     def prepare(self, profile: Profile, start_timeout: float | None = None) -> LaunchSpec:
         """Everything that can fail before a process exists: engine, model, argv, key file."""
-        if profile.engine != "llama-server":
-            raise UsageError(f"profile {profile.name!r}: engine {profile.engine!r} is not supported yet")
-        if profile.launcher != "native":
-            raise UsageError(f"profile {profile.name!r}: launcher {profile.launcher!r} is not supported yet")
-        from ..engines.discovery import find_llama
-        from ..engines.llama_server import launch_spec
-        from ..models.resolve import resolve_model
+        from ..engines.launch import spec_for
 
-        model = resolve_model(profile, self.paths)
-        binary = profile.binary
-        if binary and not Path(binary).expanduser().is_absolute():
-            binary = str(profile.base_dir / binary)
-        engine = find_llama("llama-server", binary, profile.backend)
-        spec = launch_spec(profile, engine, model, self.paths)
+        spec = spec_for(profile, self.paths)
         if start_timeout is not None:
             spec.start_timeout = start_timeout
         spec.log_max_bytes = int(os.environ.get("LLMCTL_LOG_MAX_BYTES", spec.log_max_bytes))
@@ -328,6 +317,16 @@ class Supervisor:
                     killed = True
                     time.sleep(0.1)
             st = read_state(state_path, name) or st
+        try:  # a container outlives its client: stop it by name
+            spec = LaunchSpec.read(self.paths.spec_file(name))
+            if spec.launcher == "docker":
+                from ..engines import docker
+
+                if (docker.inspect(spec.docker_command, spec.container) or {}).get("Running"):
+                    docker.stop(spec.docker_command, spec.container, spec.stop_timeout)
+                    was_live = True
+        except (OSError, ValueError, TypeError):
+            pass
         leader = ProcId(st.pid, st.pid_create_time) if st and st.pid and st.pid_create_time else None
         members = [m for m in (ProcId.from_list(x) for x in (st.members if st else [])) if m]
         left = tree(leader, members)

@@ -101,16 +101,24 @@ class Keeper:
     def spawn(self) -> None:
         env = dict(os.environ)
         env.update(self.spec.env)
+        for var, source in self.spec.env_from.items():
+            if source in os.environ:
+                env[var] = os.environ[source]
         for var in self.spec.unset_env + ["LLMCTL_KEEPER"]:
             env.pop(var, None)
         now = self.ops.now()
         try:
+            if self.spec.launcher == "docker":
+                from ..engines import docker
+
+                docker.remove_stale(self.spec.docker_command, self.spec.container)
             self.server = self.ops.spawn(self.spec.argv, env, self.log_fd)
-        except OSError as exc:
-            self.note(f"cannot start {self.spec.argv[0]}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - OSError, or a container that is in the way
+            exc_text = getattr(exc, "message", None) or getattr(exc, "strerror", None) or str(exc)
+            self.note(f"cannot start {self.spec.argv[0]}: {exc_text}")
             self.machine.spawned(now)
             self.machine.exited(127, None, now)
-            self.machine.reason = f"cannot start {self.spec.argv[0]}: {exc.strerror or exc}"
+            self.machine.reason = f"cannot start {self.spec.argv[0]}: {exc_text}"
             return
         self.record.started_wall = time.time()
         self.machine.spawned(now)
@@ -130,6 +138,10 @@ class Keeper:
     def stop_server(self) -> None:
         if self.server is None:
             return
+        if self.spec.launcher == "docker":  # the container, by name; then the attached client
+            from ..engines import docker
+
+            docker.stop(self.spec.docker_command, self.spec.container, self.spec.stop_timeout)
         ok = self.ops.stop(self.server, self.members, self.spec.stop_timeout)
         for pid, code, sig in self.ops.reap():
             if pid == self.server.pid:
@@ -140,6 +152,14 @@ class Keeper:
 
     def on_exit(self, code: int | None, sig: int | None) -> None:
         self.note(f"server exited ({f'signal {sig}' if sig else f'code {code}'})")
+        if self.spec.launcher == "docker":
+            from ..engines import docker
+
+            state = docker.inspect(self.spec.docker_command, self.spec.container) or {}
+            if state.get("OOMKilled"):
+                self.note("the container was killed for lack of memory (OOMKilled)")
+            if state.get("Running"):  # the client died but the container did not: stop it
+                docker.stop(self.spec.docker_command, self.spec.container, self.spec.stop_timeout)
         self.server = None
         # Whatever the server left behind (children in its group) goes with it.
         if self.members:

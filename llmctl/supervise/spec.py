@@ -31,6 +31,10 @@ class LaunchSpec:
     crash_limit: int = 5
     crash_window: float = 300.0
     unset_env: list[str] = field(default_factory=list)  #: removed from the server's environment
+    env_from: dict[str, str] = field(default_factory=dict)  #: VAR -> variable of the keeper's env to copy
+    launcher: str = "native"  #: native | docker
+    container: str = ""  #: docker: the container's name
+    docker_command: str = "docker"
     log_max_bytes: int = 20 * 1024 * 1024
     log_backups: int = 3
 
