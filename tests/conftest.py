@@ -83,6 +83,7 @@ def llmctl_home(tmp_path, monkeypatch, request):
     """Every test gets its own LLMCTL_HOME and no inherited profile settings; anything it
     started that is still running afterwards fails that test."""
     home = tmp_path / "home"
+    monkeypatch.chdir(tmp_path)  # never pick up the repository's ./profiles/*.yaml by accident
     monkeypatch.setenv("LLMCTL_HOME", str(home))
     monkeypatch.delenv("LLMCTL_PROFILES", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))

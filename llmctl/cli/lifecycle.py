@@ -163,7 +163,9 @@ def logs(name: Annotated[str, typer.Argument(help="Profile name.")],
     from ..supervise.control import tail
     from ..errors import UnknownProfile
 
-    path = Paths.from_env().log_file(name)
+    paths = Paths.from_env()
+    _docker_logs(paths, name, lines, follow)  # a live container: its own logs (execs; no return)
+    path = paths.log_file(name)
     if not path.exists():
         raise UnknownProfile(f"no log for {name!r} at {path} (has it ever been started?)")
     out = Output()
@@ -192,6 +194,27 @@ def logs(name: Annotated[str, typer.Argument(help="Profile name.")],
                 f.seek(0)
                 ino = st.st_ino
             time.sleep(0.2)
+
+
+def _docker_logs(paths, name: str, lines: int, follow: bool) -> None:
+    from ..supervise.spec import LaunchSpec
+
+    try:
+        spec = LaunchSpec.read(paths.spec_file(name))
+    except (OSError, ValueError, TypeError):
+        return
+    if spec.launcher != "docker":
+        return
+    from ..engines import docker
+
+    if docker.inspect(spec.docker_command, spec.container) is None:
+        return
+    import os
+    import sys
+
+    argv = [spec.docker_command, "logs", "--tail", str(lines)] + (["-f"] if follow else []) + [spec.container]
+    sys.stdout.flush()
+    os.execvp(argv[0], argv)
 
 
 def register(app: typer.Typer) -> None:

@@ -62,7 +62,7 @@ def write_key_file(profile: Profile, paths: Paths) -> Path | None:
     if not value:
         raise ProfileError(f"profile {profile.name!r} wants its API key from ${profile.api_key_env}, "
                            f"which is not set ({profile.where('api_key_env')})")
-    path = paths.key_file(profile.name)
+    path = paths.ensure().key_file(profile.name)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(value)
