@@ -152,3 +152,11 @@ def test_demo_and_shipped_profiles_validate():
     cfg = load([str(repo / "profiles" / "demo.yaml")])
     assert set(cfg.profiles) == {"heavy", "light"}
     assert {p.port for p in cfg.profiles.values()}.isdisjoint({8080, 8081})
+
+
+def test_groups_are_checked(tmp_path):
+    found = problems(tmp_path, "profiles:\n  a: {model: x.gguf, port: 1, group: g}\n"
+                               "  b: {model: y.gguf, port: 2, group: nope}\n"
+                               "groups:\n  g: {exclusive: true, primary: b}\n")
+    assert any("profiles.b.group: no group named 'nope'" in p for p in found), found
+    assert any("groups.g.primary: 'b' is not a profile of this group" in p for p in found), found

@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import lifecycle, models_cmd, profiles_cmd, run_cmd
+from . import lifecycle, models_cmd, profiles_cmd, run_cmd, serve_cmd
 from .common import STATE
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ lifecycle.register(app)
 app.add_typer(profiles_cmd.app, name="profiles")
 models_cmd.register(app)
 run_cmd.register(app)
+serve_cmd.register(app)
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from ..errors import ProfileError
-from .schema import NAME_RE, REQUIRED, Config, Defaults, Profile, Task
+from .schema import NAME_RE, REQUIRED, Config, Defaults, Group, Profile, Task
 
-TOP_KEYS = ("profiles", "tasks", "defaults")
+TOP_KEYS = ("profiles", "tasks", "groups", "defaults")
 SAFE_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "seq", "map",
                                                 "merge", "timestamp")}
 
@@ -224,12 +224,12 @@ def parse_file(path: Path, ctx: _Ctx | None = None) -> tuple[Config, list[Proble
     if _bad_tags(ctx, root):
         return cfg, ctx.problems
     if not isinstance(root, yaml.MappingNode):
-        ctx.add(root, "", "the file must be a mapping with keys profiles, tasks, defaults")
+        ctx.add(root, "", "the file must be a mapping with keys profiles, tasks, groups, defaults")
         return cfg, ctx.problems
     for key, knode, vnode in ctx.pairs(root, ""):
         if key not in TOP_KEYS:
             close = difflib.get_close_matches(key, TOP_KEYS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else " (expected profiles, tasks, defaults)"
+            hint = f" (did you mean {close[0]!r}?)" if close else " (expected profiles, tasks, groups, defaults)"
             ctx.add(knode, key, f"unknown top-level key{hint}")
             continue
         if isinstance(vnode, yaml.ScalarNode) and vnode.tag == "tag:yaml.org,2002:null":
@@ -240,8 +240,8 @@ def parse_file(path: Path, ctx: _Ctx | None = None) -> tuple[Config, list[Proble
         if key == "defaults":
             cfg.defaults = build(ctx, Defaults, vnode, "defaults")
             continue
-        cls = Profile if key == "profiles" else Task
-        target = cfg.profiles if key == "profiles" else cfg.tasks
+        cls = {"profiles": Profile, "tasks": Task, "groups": Group}[key]
+        target = getattr(cfg, key)
         for name, nknode, nvnode in ctx.pairs(vnode, key):
             where = f"{key}.{name}"
             if not NAME_RE.match(name):
@@ -317,7 +317,7 @@ def load(files: list[str] | None = None, cwd: Path | None = None) -> Config:
     for path in paths:
         cfg, probs = parse_file(path)
         problems += probs
-        for kind in ("profiles", "tasks"):
+        for kind in ("profiles", "tasks", "groups"):
             mine, theirs = getattr(merged, kind), getattr(cfg, kind)
             for name, obj in theirs.items():
                 if name in mine:
@@ -360,6 +360,13 @@ def check(cfg: Config) -> list[Problem]:
         if prof.launcher == "docker" and prof.docker is None:
             problems.append(Problem(prof.source, prof.lines.get("launcher", 0), f"profiles.{prof.name}.docker",
                                     "`launcher: docker` needs a `docker:` mapping with an `image:`"))
+        if prof.group and prof.group not in cfg.groups:
+            problems.append(Problem(prof.source, prof.lines.get("group", 0), f"profiles.{prof.name}.group",
+                                    f"no group named {prof.group!r} under `groups:`"))
+    for group in cfg.groups.values():
+        if group.primary and (group.primary not in cfg.profiles or cfg.profiles[group.primary].group != group.name):
+            problems.append(Problem(group.source, group.lines.get("primary", 0), f"groups.{group.name}.primary",
+                                    f"{group.primary!r} is not a profile of this group"))
     for task in cfg.tasks.values():
         for key, ref in [("profile", task.profile)] + [("fallback", f) for f in task.fallback]:
             if ref is not REQUIRED and ref not in cfg.profiles:

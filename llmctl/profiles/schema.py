@@ -88,6 +88,19 @@ class Defaults:
     """File-wide defaults."""
 
     sampling: Sampling = _f(help="sampling parameters every task starts from", factory=Sampling)
+    vram_budget: str | None = _f(None, "GPU memory llmctl may fill, e.g. 22GiB or 20000MiB (default: what is free)")
+
+
+@dataclass
+class Group(Located):
+    """A swap group: profiles that share a GPU (the gateway keeps one member loaded)."""
+
+    exclusive: bool = _f(True, "starting one member stops the others first")
+    primary: str | None = _f(None, "the member brought back when the others go idle")
+    description: str = _f("", "what the group is for")
+    name: str = field(default="", metadata={"internal": True})
+    source: str = field(default="", metadata={"internal": True})
+    lines: dict[str, int] = field(default_factory=dict, metadata={"internal": True})
 
 
 @dataclass
@@ -135,7 +148,7 @@ class Profile(Located):
     tensor_parallel_size: int | None = _f(None, "vLLM: GPUs to split the model over")
     trust_remote_code: bool = _f(False, "vLLM: run the model repo's own code")
     idle_ttl: float | None = _f(None, "gateway: stop after this many idle seconds")
-    group: str | None = _f(None, "gateway: swap group name")
+    group: str | None = _f(None, "gateway: the swap group (defined under `groups:`) this profile is in")
     description: str = _f("", "what this server is for")
     name: str = field(default="", metadata={"internal": True})
     source: str = field(default="", metadata={"internal": True})
@@ -167,6 +180,7 @@ class Config:
 
     profiles: dict[str, Profile] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
     defaults: Defaults = field(default_factory=Defaults)
     files: list[str] = field(default_factory=list)
 
