@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import lifecycle, models_cmd, profiles_cmd, run_cmd, serve_cmd
+from . import doctor_cmd, lifecycle, models_cmd, profiles_cmd, run_cmd, serve_cmd
 from .common import STATE
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ app.add_typer(profiles_cmd.app, name="profiles")
 models_cmd.register(app)
 run_cmd.register(app)
 serve_cmd.register(app)
+doctor_cmd.register(app)
 
 
 def main() -> None:

@@ -121,6 +121,13 @@ def _fmt_uptime(s: float | None) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def _fmt_vram(e) -> str:
+    if e.vram_mib is None:
+        return ""
+    where = f" (GPU {','.join(map(str, e.gpus))})" if e.gpus else ""
+    return f"{e.vram_mib} MiB{where}"
+
+
 def status(names: OptNamesArg = None, json: JsonOpt = False) -> None:
     """Show each profile's state. Exit 0 if all asked-for profiles are running, else 3."""
     out = Output(json)
@@ -138,6 +145,7 @@ def status(names: OptNamesArg = None, json: JsonOpt = False) -> None:
         out.data([e.to_dict() for e in entries])
     else:
         rows = []
+        any_gpu = any(e.vram_mib is not None for e in entries)
         for e in entries:
             last = ""
             if e.exit_signal:
@@ -145,8 +153,9 @@ def status(names: OptNamesArg = None, json: JsonOpt = False) -> None:
             elif e.exit_code is not None:
                 last = f"exit {e.exit_code}"
             rows.append([e.name, e.state, e.pid, e.url or "", e.model or "", _fmt_uptime(e.uptime_s),
-                         e.restarts, last, e.message])
-        out.table(["name", "state", "pid", "url", "model", "uptime", "restarts", "last exit", "note"], rows)
+                         e.restarts, last] + ([_fmt_vram(e)] if any_gpu else []) + [e.message])
+        cols = ["name", "state", "pid", "url", "model", "uptime", "restarts", "last exit"]
+        out.table(cols + (["vram"] if any_gpu else []) + ["note"], rows)
         for e in entries:
             if e.log_tail:
                 out.info(f"--- {e.name} failed; last lines of {e.log} ---\n" + "\n".join(e.log_tail))

@@ -56,6 +56,14 @@ def find_llama(tool: str = "llama-server", binary: str | None = None, backend: s
         if not (p.is_file() and os.access(p, os.X_OK)):
             raise EngineNotFound(f"{tool} not found at {p} (from the profile's `binary:`)")
         return EngineBinary(str(p), "profile")
+    from ..userconfig import load_user_config
+
+    per_backend = load_user_config().binaries.get(backend)
+    if per_backend:  # the user's build for this backend (config.yaml `binaries:`)
+        p = Path(per_backend) if tool == "llama-server" else Path(per_backend).with_name(tool)
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            raise EngineNotFound(f"{tool} not found at {p} (from `binaries.{backend}` in the user config)")
+        return EngineBinary(str(p), f"config:{backend}")
     on_path = shutil.which(tool)
     if on_path:
         return EngineBinary(on_path, "PATH")

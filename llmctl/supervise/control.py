@@ -50,6 +50,8 @@ class StatusEntry:
     next_try_in_s: float | None = None
     log: str | None = None
     log_tail: list[str] | None = None  #: last log lines, when failed
+    vram_mib: int | None = None  #: GPU memory of the server and its children (nvidia-smi/rocm-smi)
+    gpus: list[int] | None = None  #: indexes of the GPUs it uses, where the tool says
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -357,7 +359,9 @@ class Supervisor:
             for n in names:
                 if n not in self.config.profiles and not self.paths.state_file(n).exists():
                     self.config.profile(n)  # raises UnknownProfile with the known names
-        return [self._entry(n) for n in dict.fromkeys(names)]
+        entries = [self._entry(n) for n in dict.fromkeys(names)]
+        _add_gpu_usage(entries)
+        return entries
 
     def _entry(self, name: str) -> StatusEntry:
         prof = self.config.profiles.get(name)
@@ -393,6 +397,30 @@ class Supervisor:
         if st.state == "backoff" and st.next_try_wall:
             e.next_try_in_s = round(max(0.0, st.next_try_wall - time.time()), 1)
         return e
+
+
+def _add_gpu_usage(entries: list[StatusEntry]) -> None:
+    """Fill vram_mib/gpus of live servers from nvidia-smi or rocm-smi, when either exists."""
+    live = [e for e in entries if e.pid]
+    if not live:
+        return
+    import shutil
+
+    if not (shutil.which("nvidia-smi") or shutil.which("rocm-smi")):
+        return
+    import psutil
+
+    from ..gpu.probe import probe
+
+    report = probe()
+    for e in live:
+        pids = {e.pid}
+        try:
+            pids |= {c.pid for c in psutil.Process(e.pid).children(recursive=True)}
+        except psutil.Error:
+            pass
+        e.vram_mib, gpus = report.usage_of(pids)
+        e.gpus = gpus or None
 
 
 def _wait_released(lock: Path, timeout: float) -> bool:

@@ -1,0 +1,100 @@
+"""`doctor`: what this machine offers llmctl (GPUs, engines, tools, directories)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import typer
+
+from ..output import Output
+from .common import JsonOpt, handle_errors
+
+
+def _list_devices(binary: str, env: dict[str, str]) -> list[str]:
+    """`llama-server --list-devices`: one line per device the build can use."""
+    try:
+        r = subprocess.run([binary, "--list-devices"], capture_output=True, text=True, timeout=30,
+                           env={**os.environ, **env})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [f"(cannot run: {exc})"]
+    lines = [ln.strip() for ln in (r.stdout + r.stderr).splitlines()]
+    found, on = [], False
+    for ln in lines:
+        if ln.lower().startswith("available devices"):
+            on = True
+            continue
+        if on and ln:
+            found.append(ln)
+    return found or ["(none)"]
+
+
+def collect() -> dict:
+    from ..engines.discovery import LLAMA_TOOLS, find_llama
+    from ..errors import EngineNotFound
+    from ..gpu.probe import probe
+    from ..paths import Paths
+    from ..userconfig import config_path
+
+    report = probe()
+    engines = []
+    backends = ["cpu", "vulkan", "cuda", "rocm"]  # one entry per distinct build found
+    seen = set()
+    for backend in backends:
+        try:
+            server = find_llama("llama-server", backend=backend)
+        except EngineNotFound as exc:
+            engines.append({"engine": "llama-server", "backend": backend, "found": False, "why": exc.message})
+            continue
+        if server.path in seen:
+            continue
+        seen.add(server.path)
+        tools = {t: bool(server.sibling(t)) for t in LLAMA_TOOLS if t != "llama-server"}
+        engines.append({"engine": "llama-server", "backend": backend, "found": True, "path": server.path,
+                        "source": server.source, "devices": _list_devices(server.path, server.env), "tools": tools})
+    vllm = shutil.which("vllm")
+    paths = Paths.from_env()
+    return {
+        "python": sys.version.split()[0],
+        "gpus": [g.to_dict() for g in report.gpus],
+        "gpu_tools": report.tools or {"nvidia-smi": "absent", "rocm-smi": "absent"},
+        "engines": engines,
+        "vllm": vllm or None,
+        "docker": shutil.which("docker") or None,
+        "podman": shutil.which("podman") or None,
+        "paths": {"state": str(paths.state), "logs": str(paths.logs), "models": str(paths.models),
+                  "user_config": str(config_path(paths))},
+    }
+
+
+def doctor(json: JsonOpt = False) -> None:
+    """List GPUs, drivers, engines found (with the devices each build sees) and tools."""
+    info = collect()
+    out = Output(json)
+    if json:
+        out.data(info)
+        return
+    out.text(f"python {info['python']}")
+    out.text("GPUs:" if info["gpus"] else "GPUs: none found (" + ", ".join(
+        f"{k}: {v}" for k, v in info["gpu_tools"].items()) + ")")
+    for g in info["gpus"]:
+        out.text(f"  [{g['index']}] {g['vendor']} {g['name']}: {g['used_mib']}/{g['total_mib']} MiB used, "
+                 f"driver {g['driver'] or '?'}")
+    for e in info["engines"]:
+        if not e["found"]:
+            out.text(f"{e['engine']} ({e['backend']}): not found: {e['why']}")
+            continue
+        tools = ", ".join(t for t, ok in e["tools"].items() if ok) or "none"
+        out.text(f"{e['engine']} ({e['backend']}): {e['path']} [from {e['source']}]")
+        out.text(f"  devices: {'; '.join(e['devices'])}")
+        out.text(f"  tools beside it: {tools}")
+    out.text(f"vllm: {info['vllm'] or 'not on PATH (a profile can name its own `command:`)'}")
+    out.text(f"docker: {info['docker'] or 'not found'}; podman: {info['podman'] or 'not found'}")
+    for k, v in info["paths"].items():
+        out.text(f"{k}: {v}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(handle_errors(doctor))
