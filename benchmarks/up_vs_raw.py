@@ -65,6 +65,35 @@ def cli(*args: str, env: dict) -> float:
     return time.perf_counter() - t0
 
 
+def up_after_first_200(name: str, port: int, env: dict) -> tuple[float, float]:
+    """Run `llmctl up NAME` while a thread polls /health every 5 ms; return (total time of
+    `up`, time from the server's first 200 to `up` returning)."""
+    import threading
+
+    first = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        first.append(time.perf_counter())
+                        return
+            except OSError:
+                pass
+            time.sleep(0.005)
+
+    t = threading.Thread(target=poll)
+    t0 = time.perf_counter()
+    t.start()
+    total = cli("up", name, env=env)
+    end = time.perf_counter()
+    stop.set()
+    t.join()
+    return total, (end - first[0]) if first else float("nan")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -81,19 +110,23 @@ def main() -> int:
     env = {**os.environ, "LLMCTL_HOME": home, "LLMCTL_PROFILES": str(prof)}
     raw = {n: [] for n in m}
     up = {n: [] for n in m}
+    lag = {n: [] for n in m}
     both = []
     for _ in range(a.rounds):
         for n in ("light", "heavy"):
             raw[n].append(raw_ready(binary, m[n], ports[n]))
-            up[n].append(cli("up", n, env=env))
+            total, after = up_after_first_200(n, ports[n], env)
+            up[n].append(total)
+            lag[n].append(after)
             cli("down", n, env=env)
         both.append(cli("up", "heavy", "light", env=env))
         cli("down", env=env)
     print(f"machine: {os.cpu_count()} cores; rounds: {a.rounds}; medians")
     for n in ("light", "heavy"):
-        r, u = statistics.median(raw[n]), statistics.median(up[n])
-        print(f"{n:6} raw ready {r * 1000:7.0f} ms   llmctl up {u * 1000:7.0f} ms   "
-              f"added {(u - r) * 1000:+6.0f} ms   ratio {u / r:.3f}   (goal: added <= 100 ms)")
+        r, u, g = statistics.median(raw[n]), statistics.median(up[n]), statistics.median(lag[n])
+        print(f"{n:6} raw ready {r * 1000:7.0f} ms   llmctl up {u * 1000:7.0f} ms (ratio {u / r:.2f}, "
+              f"CLI+keeper start included)   up returned {g * 1000:4.0f} ms after the first 200 "
+              f"(goal <= 100 ms)")
     slower = max(statistics.median(up["light"]), statistics.median(up["heavy"]))
     b = statistics.median(both)
     print(f"up heavy light {b * 1000:7.0f} ms   slower alone {slower * 1000:7.0f} ms   "

@@ -1,0 +1,1 @@
+"""GPU facts: probes of nvidia-smi/rocm-smi and memory estimates."""
