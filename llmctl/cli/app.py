@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import doctor_cmd, lifecycle, models_cmd, profiles_cmd, run_cmd, serve_cmd
+from . import bench_cmd, doctor_cmd, lifecycle, models_cmd, profiles_cmd, run_cmd, serve_cmd
 from .common import STATE
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ models_cmd.register(app)
 run_cmd.register(app)
 serve_cmd.register(app)
 doctor_cmd.register(app)
+bench_cmd.register(app)
 
 
 def main() -> None:
