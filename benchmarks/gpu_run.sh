@@ -11,7 +11,7 @@ export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD LLMCTL_HOME=/tmp/llmctl-home PYTHONUNBUFFERED=1
 mkdir -p /tmp/eng && tar -xJf .gpu/eng/vkbin.tar.xz -C /tmp/eng
-cat .gpu/ma/part .gpu/mb/part > /tmp/smol.gguf
+cat /tmp/carry/ma /tmp/carry/mb > /tmp/smol.gguf  # the halves, copied to /tmp by two earlier calls
 echo "model sha256 ok: $( [ "$(sha256sum /tmp/smol.gguf | cut -c1-64)" = "$(cat .gpu/eng/smol.sha256)" ] && echo yes || echo NO)"
 B=/tmp/eng/vkbin
 cat > /tmp/gpu.yaml <<YAML
@@ -24,6 +24,7 @@ profiles:
     ctx_size: 4096
     binary: $B/llama-server
     env: {LD_LIBRARY_PATH: $B}
+    args: {log-verbosity: 4}
   cpu:
     model: /tmp/smol.gguf
     port: 18301
@@ -36,13 +37,13 @@ profiles:
 YAML
 L="python3 -m llmctl -f /tmp/gpu.yaml"
 nproc; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-echo "== llmctl doctor"; LD_LIBRARY_PATH=$B $L doctor
+echo "== llmctl doctor"; PATH=$B:$PATH LD_LIBRARY_PATH=$B $L doctor
 echo "== llmctl up gpu cpu"; time $L up gpu cpu
 echo "== llmctl status"; $L status; $L status --json > "$OUT/status.json"
 nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,memory.free,driver_version --format=csv,noheader,nounits > "$OUT/nvidia-smi-gpus.csv"
 nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader,nounits > "$OUT/nvidia-smi-apps.csv"
 echo "== nvidia-smi apps"; cat "$OUT/nvidia-smi-apps.csv"
-echo "== offload (server logs)"; grep -hiE "offload|using device|Vulkan0|CPU_Mapped|model buffer size" $LLMCTL_HOME/logs/gpu.log $LLMCTL_HOME/logs/cpu.log | head -30
-echo "== llmctl bench"; $L bench gpu cpu --mode server --runs 3 --prompt-words 400 --max-tokens 128 --json > "$OUT/bench.json"; $L bench gpu cpu --mode server --runs 2 --prompt-words 400 --max-tokens 128
+echo "== offload (server logs)"; for n in gpu cpu; do echo "-- $n"; grep -iE "offloaded|using device|model buffer size|KV buffer size" $LLMCTL_HOME/logs/$n.log | grep -v "^\[llmctl" | head -12; done
+echo "== llmctl bench"; $L bench gpu cpu --mode server --runs 3 --prompt-words 1500 --max-tokens 128 --json > "$OUT/bench.json"; $L bench gpu cpu --mode server --runs 2 --prompt-words 1500 --max-tokens 128
 echo "== llmctl down"; $L down
 ps aux | grep -E "llama-server|keeper" | grep -v grep || echo "nothing left running"

@@ -62,7 +62,9 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = ("server
                 first: list[float] = []
                 t0 = time.monotonic()
                 try:
-                    res = run_task(prompt, profile=name, mode=mode, config=config, timeout=timeout,
+                    # a fresh first line per request: the server's prompt cache must not skip the work
+                    fresh = f"Request {mode}-{i}-{time.time_ns()}.\n{prompt}"
+                    res = run_task(fresh, profile=name, mode=mode, config=config, timeout=timeout,
                                    overrides={"max_tokens": max_tokens, "temperature": 0.0, "seed": 42},
                                    on_text=lambda s: first.append(time.monotonic()) if not first else None)
                 except LlmctlError as exc:
