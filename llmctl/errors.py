@@ -26,6 +26,7 @@ class ExitCode(enum.IntEnum):
     STOP_FAILED = 10  #: something survived `down`
     NO_SERVER = 11  #: no running server can serve the request
     ENGINE_ERROR = 12  #: the engine answered with an error
+    VRAM = 13  #: the profiles do not fit the GPU memory (or vram_budget)
     INTERRUPTED = 130  #: Ctrl-C
 
 
@@ -114,6 +115,10 @@ class RequestTimeout(LlmctlError):
     """A request to an engine took longer than --timeout."""
 
 
+class VramExceeded(LlmctlError):
+    """The profiles asked for would not fit the free GPU memory or the vram_budget."""
+
+
 class UsageError(LlmctlError):
     """The command line is inconsistent in a way Typer cannot check."""
 
@@ -155,6 +160,8 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
     NoServerAvailable: (ExitCode.NO_SERVER, "start one with `llmctl up {profile}`"),
     EngineError: (ExitCode.ENGINE_ERROR, "see the server's log with `llmctl logs {profile}`"),
     RequestTimeout: (ExitCode.TIMEOUT, "raise --timeout, or use a smaller model or max_tokens"),
+    VramExceeded: (ExitCode.VRAM, "see `llmctl plan {names}`; stop something, lower gpu_layers or "
+                                  "ctx_size, or pass --force"),
     UsageError: (ExitCode.USAGE, "see `llmctl --help`"),
     Interrupted: (ExitCode.INTERRUPTED, ""),
 }

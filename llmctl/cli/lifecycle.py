@@ -56,13 +56,14 @@ class _Progress:
 
 def up(names: NamesArg,
        timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for health (overrides start_timeout).")] = None,
+       force: Annotated[bool, typer.Option("--force", help="Start even if the GPU memory estimate says it won't fit.")] = False,
        json: JsonOpt = False) -> None:
     """Start profiles in parallel, detached; return once each answers its health check."""
     out = Output(json)
     sup = _supervisor(load_config())
     progress = _Progress(out, names)
     try:
-        results = sup.start(names, timeout=timeout, progress=progress)
+        results = sup.start(names, timeout=timeout, progress=progress, force=force)
     finally:
         progress.close()
     if json:
@@ -107,7 +108,7 @@ def restart(names: NamesArg,
     for n in names:
         config.profile(n)
     _supervisor(config).stop(names)
-    up(names, timeout=timeout, json=json)
+    up(names, timeout=timeout, force=False, json=json)
 
 
 def _fmt_uptime(s: float | None) -> str:
@@ -226,6 +227,29 @@ def _docker_logs(paths, name: str, lines: int, follow: bool) -> None:
     os.execvp(argv[0], argv)
 
 
+def plan(names: NamesArg,
+         vram_budget: Annotated[Optional[str], typer.Option(help="Compare with this budget (e.g. 22GiB) instead.")] = None,
+         json: JsonOpt = False) -> None:
+    """Estimate the GPU memory the profiles need and whether it fits; starts nothing."""
+    from ..gpu.budget import make_plan
+    from ..gpu.estimate import format_size
+
+    out = Output(json)
+    p = make_plan(load_config(), names, budget=vram_budget)
+    if json:
+        out.data(p.to_dict())
+        return
+    out.table(["profile", "method", "weights", "kv cache", "extra", "layers on GPU", "ctx", "total"],
+              [[e.profile, e.method, format_size(e.weights), format_size(e.kv_cache), format_size(e.extra),
+                f"{e.offloaded_layers}/{e.block_count}" if e.block_count else "", e.ctx or "",
+                format_size(e.total)] for e in p.estimates])
+    verdict = {True: "fits", False: "does NOT fit", None: "cannot tell"}[p.fits]
+    out.text(f"needed {format_size(p.need)}; limit: {p.limit_from} {format_size(p.limit)}: {verdict}")
+    for n in p.notes:
+        out.info(f"note: {n}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("plan")(handle_errors(plan))
     for fn in (up, down, restart, status, logs):
         app.command(fn.__name__)(handle_errors(fn))

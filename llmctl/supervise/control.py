@@ -110,7 +110,7 @@ class Supervisor:
         return spec
 
     def start(self, names: list[str], *, timeout: float | None = None,
-              progress: Progress | None = None) -> list[StartResult]:
+              progress: Progress | None = None, force: bool = False) -> list[StartResult]:
         """Start the named profiles in parallel and wait until each answers its health check.
 
         All-or-nothing before anything runs: unknown names, bad models, missing engines and
@@ -127,7 +127,29 @@ class Supervisor:
             except LlmctlError as exc:
                 errors.append(exc)
         _raise_all(errors)
+        if not force:
+            self._check_vram(names)
         return self.launch(specs, progress=progress)
+
+    def _check_vram(self, names: list[str]) -> None:
+        """Refuse, with the numbers, profiles that would not fit the GPU memory or vram_budget."""
+        if all(self.config.profile(n).backend == "cpu" for n in names):
+            return
+        from ..gpu.budget import MIB, check_fits
+
+        live = [e for e in self.status() if e.state in LIVE_STATES and e.name not in names]
+        to_start = [n for n in names if n not in {e.name for e in self.status(names) if e.state in LIVE_STATES}]
+        running = {}
+        for e in live:
+            prof = self.config.profiles.get(e.name)
+            if e.vram_mib is not None:
+                running[e.name] = e.vram_mib * MIB
+            elif prof is not None and prof.backend != "cpu":
+                from ..gpu.estimate import estimate_profile
+
+                running[e.name] = estimate_profile(prof, self.paths).total or 0
+        if to_start:
+            check_fits(self.config, to_start, paths=self.paths, running=running)
 
     def launch(self, specs: list[LaunchSpec], *, progress: Progress | None = None) -> list[StartResult]:
         """Start ready-made launch specs (any engine) under keepers and wait for health."""
