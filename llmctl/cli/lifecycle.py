@@ -9,7 +9,7 @@ import typer
 
 from ..errors import ExitCode, UsageError
 from ..output import Output
-from .common import JsonOpt, NamesArg, OptNamesArg, handle_errors, load_config
+from .common import JsonOpt, NameArg, NamesArg, OptNamesArg, handle_errors, load_config
 
 
 def _supervisor(config=None):
@@ -165,7 +165,7 @@ def status(names: OptNamesArg = None, json: JsonOpt = False) -> None:
         raise typer.Exit(int(ExitCode.NOT_RUNNING))
 
 
-def logs(name: Annotated[str, typer.Argument(help="Profile name.")],
+def logs(name: NameArg,
          follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
          lines: Annotated[int, typer.Option("-n", "--lines", help="Lines to show from the end.")] = 50) -> None:
     """Print a server's log: its output plus the notes of its keeper."""

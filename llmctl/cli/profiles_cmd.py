@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..output import Output
-from .common import JsonOpt, handle_errors, load_config
+from .common import JsonOpt, NameArg, handle_errors, load_config
 
 app = typer.Typer(help="List, show and check profiles.", no_args_is_help=True)
 
@@ -46,7 +46,7 @@ def list_(json: JsonOpt = False) -> None:
 
 @app.command("show")
 @handle_errors
-def show(name: Annotated[str, typer.Argument(help="Profile name.")], json: JsonOpt = False) -> None:
+def show(name: NameArg, json: JsonOpt = False) -> None:
     """A profile resolved, with every default filled in (YAML, or JSON with --json)."""
     cfg = load_config()
     prof = cfg.profile(name)
