@@ -111,58 +111,14 @@ def restart(names: NamesArg,
     up(names, timeout=timeout, force=False, json=json)
 
 
-def _fmt_uptime(s: float | None) -> str:
-    if s is None:
-        return ""
-    s = int(s)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def _fmt_vram(e) -> str:
-    if e.vram_mib is None:
-        return ""
-    where = f" (GPU {','.join(map(str, e.gpus))})" if e.gpus else ""
-    return f"{e.vram_mib} MiB{where}"
-
-
 def status(names: OptNamesArg = None, json: JsonOpt = False) -> None:
     """Show each profile's state. Exit 0 if all asked-for profiles are running, else 3."""
-    out = Output(json)
-    from ..errors import ProfileError
+    from .common import STATE
+    from .status_view import show_status
 
-    try:
-        config = load_config()
-    except ProfileError as err:
-        if not names:
-            raise
-        out.warn(f"profiles not loaded ({err.message}); showing recorded state only")
-        config = None
-    entries = _supervisor(config).status(names or None)
-    if json:
-        out.data([e.to_dict() for e in entries])
-    else:
-        rows = []
-        any_gpu = any(e.vram_mib is not None for e in entries)
-        for e in entries:
-            last = ""
-            if e.exit_signal:
-                last = f"signal {e.exit_signal}"
-            elif e.exit_code is not None:
-                last = f"exit {e.exit_code}"
-            rows.append([e.name, e.state, e.pid, e.url or "", e.model or "", _fmt_uptime(e.uptime_s),
-                         e.restarts, last] + ([_fmt_vram(e)] if any_gpu else []) + [e.message])
-        cols = ["name", "state", "pid", "url", "model", "uptime", "restarts", "last exit"]
-        out.table(cols + (["vram"] if any_gpu else []) + ["note"], rows)
-        for e in entries:
-            if e.log_tail:
-                out.info(f"--- {e.name} failed; last lines of {e.log} ---\n" + "\n".join(e.log_tail))
-    asked = [e for e in entries if names or e.defined]
-    if not asked or any(e.state != "running" for e in asked):
-        raise typer.Exit(int(ExitCode.NOT_RUNNING))
+    code = show_status(names or None, json, STATE.files)
+    if code:
+        raise typer.Exit(code)
 
 
 def logs(name: NameArg,

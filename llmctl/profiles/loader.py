@@ -9,7 +9,6 @@ wrong types. All problems of all files are collected and reported together; noth
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import types
 import typing
@@ -71,6 +70,12 @@ class _Ctx:
             k = knode.value if isinstance(knode, yaml.ScalarNode) else str(self.construct(knode))
             out[str(k)] = (str(k), knode, vnode)  # later wins: own keys follow merged ones
         return list(out.values())
+
+
+def _close(word: str, options, n: int = 1, cutoff: float = 0.6) -> list[str]:
+    import difflib  # only when something is misspelled
+
+    return difflib.get_close_matches(word, list(options), n=n, cutoff=cutoff)
 
 
 def _join(where: str, key: str) -> str:
@@ -141,7 +146,7 @@ def _convert(ctx: _Ctx, tp: Any, node: yaml.Node, where: str) -> Any:
     value = ctx.construct(node)
     if origin is Literal:
         if value not in get_args(tp):
-            close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
+            close = _close(str(value), [str(a) for a in get_args(tp)], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise _Bad(f"{value!r} is not one of {_type_name(tp)}{hint}")
         return value
@@ -178,7 +183,7 @@ def build(ctx: _Ctx, cls: type, node: yaml.MappingNode, where: str) -> Any:
         full = _join(where, key)
         lines[key] = knode.start_mark.line + 1
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            close = _close(key, list(fields), n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
             ctx.add(knode, full, f"unknown key{hint}")
             continue
@@ -228,7 +233,7 @@ def parse_file(path: Path, ctx: _Ctx | None = None) -> tuple[Config, list[Proble
         return cfg, ctx.problems
     for key, knode, vnode in ctx.pairs(root, ""):
         if key not in TOP_KEYS:
-            close = difflib.get_close_matches(key, TOP_KEYS, n=1)
+            close = _close(key, TOP_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else " (expected profiles, tasks, groups, defaults)"
             ctx.add(knode, key, f"unknown top-level key{hint}")
             continue
@@ -370,7 +375,7 @@ def check(cfg: Config) -> list[Problem]:
     for task in cfg.tasks.values():
         for key, ref in [("profile", task.profile)] + [("fallback", f) for f in task.fallback]:
             if ref is not REQUIRED and ref not in cfg.profiles:
-                close = difflib.get_close_matches(str(ref), list(cfg.profiles), n=1)
+                close = _close(str(ref), list(cfg.profiles), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(Problem(task.source, task.lines.get(key, 0), f"tasks.{task.name}.{key}",
                                         f"no profile named {ref!r}{hint}"))
