@@ -1,39 +1,56 @@
-"""Turn a profile's ``model:`` into a file on disk, or say exactly what is missing."""
+"""Turn a profile's ``model:`` into a file on disk, or say exactly what is missing.
+
+In order: a path (relative to the profile's file); the name of a model in the store (imported
+or pulled); a catalog alias or an ``hf:`` reference, found in the store under its store name
+(see :mod:`llmctl.models.refs`). Nothing here touches the network: a reference that was not
+pulled yet raises :class:`ModelMissing` saying "run `llmctl pull X`"
+(:func:`llmctl.models.pull.ensure_model` pulls it instead).
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import ModelMissing
 from ..paths import Paths
 from ..profiles.schema import Profile
-
-
-def looks_like_path(ref: str) -> bool:
-    return "/" in ref and not ref.startswith("hf:") or ref.endswith(".gguf") or ref.startswith(("~", "."))
+from .refs import looks_like_path  # noqa: F401 - re-exported for older callers
+from .store import Manifest
 
 
 def store_lookup(ref: str, paths: Paths) -> Path | None:
-    """The main file of a model in the local store (imported or pulled), if there."""
-    manifest = paths.models / ref / "manifest.json"
-    if not manifest.is_file():
+    """The main file (or directory) of a model in the local store (imported or pulled), if there."""
+    if not ref or "/" in ref or ref.startswith("."):
         return None
-    try:
-        data = json.loads(manifest.read_text())
-    except (OSError, ValueError):
+    directory = paths.models / ref
+    m = Manifest.read(directory)
+    if m is None:
         return None
-    path = Path(data.get("path", ""))
-    if not path.is_absolute():
-        path = manifest.parent / path
+    path = m.main_path(directory)
     return path if path.exists() else None
+
+
+def _parsed(ref: str, paths: Paths):
+    from .catalog import load_catalog
+    from .refs import parse_ref
+
+    return parse_ref(ref, load_catalog(paths))
+
+
+def pullable(ref: str, paths: Paths | None = None) -> bool:
+    """``ref`` is a catalog alias or an ``hf:`` reference (something `llmctl pull` can fetch)."""
+    try:
+        return _parsed(ref, paths or Paths.from_env()).kind in ("alias", "hf")
+    except Exception:  # noqa: BLE001 - a malformed reference is simply not pullable
+        return False
 
 
 def resolve_model(profile: Profile, paths: Paths | None = None) -> Path:
     """The model file (or directory, for vLLM) the profile means; raise :class:`ModelMissing`."""
     ref = profile.model
     paths = paths or Paths.from_env()
-    if looks_like_path(ref):
+    parsed = _parsed(ref, paths)
+    if parsed.kind == "path":
         p = Path(ref).expanduser()
         if not p.is_absolute():
             p = profile.base_dir / p
@@ -44,5 +61,12 @@ def resolve_model(profile: Profile, paths: Paths | None = None) -> Path:
     found = store_lookup(ref, paths)
     if found:
         return found
+    if parsed.kind in ("alias", "hf"):
+        found = store_lookup(parsed.store_name, paths)
+        if found:
+            return found
+        raise ModelMissing(f"profile {profile.name!r}: model {ref!r} has not been pulled yet "
+                           f"({profile.where('model')}): run `llmctl pull {ref}`",
+                           name=profile.name, ref=ref)
     raise ModelMissing(f"profile {profile.name!r}: model {ref!r} is not in the model store "
-                       f"{paths.models} ({profile.where('model')})", name=profile.name)
+                       f"{paths.models} nor a catalog alias ({profile.where('model')})", name=profile.name)

@@ -1,0 +1,151 @@
+"""Which server (or one-shot tool) answers a request.
+
+Routing of ``--mode auto`` (the default), in order:
+
+1. the task's profile, if its server is running and healthy;
+2. else the first profile of the task's ``fallback`` list whose server is running and healthy;
+3. else cli mode with the task's profile's model (llama-server profiles only); also the last
+   resort when the servers of steps 1-2 refuse the connection (they went away since `status`);
+4. else :class:`NoServerAvailable`, whose hint names ``llmctl up <the task's profile>``.
+
+``--mode server`` stops after step 2; ``--mode cli`` goes straight to step 3. "Running and
+healthy" is `status`'s ``running`` (llmctl's keeper saw /health answer 200). A profile llmctl
+has no live record of also counts when ``GET /health`` on its URL answers 200 right now (a
+server started by other means: docker compose, systemd, by hand). Requests with images skip
+llama-server profiles without ``mmproj:``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import NoServerAvailable, UnknownProfile, UsageError
+from ..profiles.schema import Config, Profile, Task
+
+MODES = ("auto", "server", "cli")
+
+
+@dataclass
+class Route:
+    mode: str  #: server | cli
+    profile: Profile
+    why: str  #: for notes: "task's profile", "fallback", "no server running"
+    external: bool = False  #: answering /health, but not started by llmctl
+
+
+@dataclass
+class Plan:
+    task: Task | None
+    names: list[str]  #: the candidates, in order
+    states: dict[str, str] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)  #: the first is used; the rest if it is unreachable
+
+    def describe_states(self) -> str:
+        return ", ".join(f"{n}: {self.states.get(n, '?')}" for n in self.names)
+
+
+def pick_task(config: Config, task: str | None, profile: str | None) -> tuple[Task | None, list[str]]:
+    """The task (if any) and the candidate profile names in order. ``--profile`` alone: that
+    profile with ``defaults.sampling``; ``--task`` with ``--profile``: the task's parameters on
+    that profile only. Neither: the task named ``default``, else the only profile."""
+    t = None
+    if task is not None:
+        t = config.tasks.get(task)
+        if t is None:
+            known = ", ".join(sorted(config.tasks)) or "none"
+            raise UnknownProfile(f"no task named {task!r} (defined: {known})")
+    elif profile is None:
+        if "default" in config.tasks:
+            t = config.tasks["default"]
+        elif len(config.profiles) == 1:
+            profile = next(iter(config.profiles))
+        else:
+            tasks = ", ".join(sorted(config.tasks)) or "none defined"
+            raise UsageError(f"say which task or profile to use: --task NAME (tasks: {tasks}) or --profile NAME")
+    if profile is not None:
+        config.profile(profile)  # raises UnknownProfile naming the known ones
+        return t, [profile]
+    assert t is not None
+    return t, list(dict.fromkeys([t.profile, *t.fallback]))
+
+
+def server_states(config: Config, names: list[str]) -> tuple[dict[str, str], set[str]]:
+    """`status`'s state of each profile, and those answering /health without llmctl's record.
+
+    The two clear-cut cases are read directly, as `Supervisor.status` reads them (a keeper holds
+    the lock: the state file is the truth; no lock and no live record: stopped), which spares
+    `run` the supervisor's imports; every other case is asked of `Supervisor.status` itself."""
+    from ..paths import Paths
+    from ..supervise.locks import is_held
+    from ..supervise.state import read_state
+    from .client import healthy
+
+    paths = Paths.from_env()
+    states: dict[str, str] = {}
+    unclear: list[str] = []
+    for n in names:
+        st = read_state(paths.state_file(n), n)
+        held = is_held(paths.lock_file(n))
+        if held and st is not None:
+            states[n] = st.state
+        elif not held and (st is None or st.state == "stopped" and not st.pid):
+            states[n] = "stopped"
+        else:
+            unclear.append(n)
+    no_pid = {n for n in names if n not in unclear and states[n] == "stopped"}
+    if unclear:
+        from ..supervise.control import Supervisor
+
+        for e in Supervisor(config).status(unclear):
+            states[e.name] = e.state
+            if e.state in ("stopped", "failed") and e.pid is None:
+                no_pid.add(e.name)
+    external: set[str] = set()
+    for n in names:
+        if n in no_pid and healthy(config.profiles[n].url):
+            states[n] = "running (not started by llmctl)"
+            external.add(n)
+    return states, external
+
+
+def plan(config: Config, *, task: str | None = None, profile: str | None = None, mode: str = "auto",
+         images: bool = False) -> Plan:
+    """Decide where the request goes (see the module's docstring). Raises NoServerAvailable."""
+    if mode not in MODES:
+        raise UsageError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    t, names = pick_task(config, task, profile)
+    p = Plan(t, names)
+    first = config.profiles[names[0]]
+    skipped: list[str] = []
+    if mode in ("auto", "server"):
+        p.states, external = server_states(config, names)
+        for i, n in enumerate(names):
+            prof = config.profiles[n]
+            if not p.states[n].startswith("running"):
+                continue
+            if images and prof.engine == "llama-server" and not prof.mmproj:
+                skipped.append(n)
+                continue
+            why = "its server" if len(names) == 1 else ("the task's profile" if i == 0 else "fallback")
+            p.routes.append(Route("server", prof, why, n in external))
+    if mode in ("cli", "auto"):  # in auto mode also the last resort if the servers do not answer
+        if first.engine != "llama-server":
+            if mode == "cli":
+                raise UsageError(f"profile {first.name!r}: cli mode needs a llama-server profile "
+                                 f"(engine is {first.engine}); start it with `llmctl up {first.name}`")
+        elif images and not first.mmproj:
+            if mode == "cli":
+                raise UsageError(f"profile {first.name!r} has no `mmproj:`, so it cannot read images "
+                                 f"({first.where()})")
+        else:
+            why = "cli mode" if mode == "cli" else ("no server running" if not p.routes else "no server answered")
+            p.routes.append(Route("cli", first, why))
+    if not p.routes:
+        what = f"task {t.name!r}" if t is not None else f"profile {names[0]!r}"
+        msg = f"no running server for {what} ({p.describe_states()})"
+        if skipped:
+            msg += f"; {', '.join(skipped)} cannot read images (no `mmproj:`)"
+        if mode == "auto" and first.engine != "llama-server":
+            msg += f"; cli mode needs a llama-server profile ({first.name} is {first.engine})"
+        raise NoServerAvailable(msg, profile=names[0])
+    return p

@@ -1,0 +1,336 @@
+"""`llmctl pull`: from a reference to verified files in the model store.
+
+1. parse the reference (alias via the catalog, ``hf:`` forms) and name the store directory;
+2. pin the revision to a commit and list the repo there (one API call each);
+3. pick the files: one quant's GGUF file(s) (all parts of a split file), one named file, or
+   the whole repo; nothing to do if the store already holds that commit's files;
+4. check the free space against what is still missing;
+5. fetch each file, resuming its partial, verifying sha256 or the git blob id (transfer.py);
+6. move the files in place and write the manifest last.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import HubUnreachable, ModelMissing, ModelNotFound, NotEnoughSpace, QuantNotFound, \
+    UsageError
+from ..paths import Paths
+from .hub import RemoteFile, Snapshot, endpoint, snapshot
+from .progress import PullProgress, human
+from .refs import ModelRef, SPLIT_RE, is_model_gguf, parse_ref, quant_of, split_base
+from .store import Manifest
+
+WORK_DIR = ".pull"  #: partial files and their notes, inside the model's directory
+PARALLEL_FILES = 4  #: files fetched at once for multi-file pulls
+
+
+@dataclass
+class Selection:
+    files: list[RemoteFile]
+    quant: str | None
+    main: str  #: the main file (relative), or "." for the directory (whole repos)
+
+
+@dataclass
+class PullResult:
+    manifest: Manifest
+    directory: Path
+    noop: bool  #: the store already had it: nothing was downloaded
+    transferred: int = 0  #: bytes received by this pull
+    resumed: int = 0  #: bytes that partial files from earlier pulls already had
+    seconds: float = 0.0
+    note: str = ""  #: why nothing was done, or what was kept
+
+    def as_dict(self) -> dict:
+        d = asdict(self.manifest)
+        d.update(directory=str(self.directory), noop=self.noop, transferred_bytes=self.transferred,
+                 resumed_bytes=self.resumed, seconds=round(self.seconds, 3), note=self.note)
+        return d
+
+
+# -- choosing the files -----------------------------------------------------------------------
+def quant_sets(files: list[RemoteFile]) -> dict[str, list[list[RemoteFile]]]:
+    """QUANT -> the GGUF model files of that quant, each as the list of its parts."""
+    sets: dict[str, dict[str, list[RemoteFile]]] = {}
+    for f in files:
+        q = quant_of(f.path)
+        if q and is_model_gguf(f.path):
+            sets.setdefault(q, {}).setdefault(split_base(f.path), []).append(f)
+    return {q: [sorted(parts, key=lambda f: f.path) for _, parts in sorted(bases.items())]
+            for q, bases in sets.items()}
+
+
+def _parts_of(files: list[RemoteFile], path: str) -> list[RemoteFile]:
+    if not SPLIT_RE.search(path):
+        return [f for f in files if f.path == path]
+    base = split_base(path)
+    return sorted((f for f in files if SPLIT_RE.search(f.path) and split_base(f.path) == base),
+                  key=lambda f: f.path)
+
+
+def select(ref: ModelRef, snap: Snapshot) -> Selection:
+    """The files ``ref`` means in the repo snapshot; errors list what there is instead."""
+    files = snap.files
+    if ref.file:
+        chosen = _parts_of(files, ref.file)
+        if not chosen:
+            ggufs = [f.path for f in files if f.path.endswith(".gguf")]
+            there = ", ".join(ggufs[:15]) + (" ..." if len(ggufs) > 15 else "") if ggufs else "no GGUF files"
+            raise ModelNotFound(f"repo {snap.repo} has no file {ref.file!r} at {snap.revision[:12]} ({there})",
+                                repo=snap.repo)
+        return Selection(chosen, quant_of(ref.file), chosen[0].path)
+    if ref.quant:
+        sets = quant_sets(files)
+        found = sets.get(ref.quant.upper())
+        if not found:
+            have = sorted(sets)
+            base = ref.alias if ref.kind == "alias" else f"hf:{ref.repo}"
+            if have:
+                listing = ", ".join(have)
+                msg = (f"{snap.repo} has no {ref.quant} GGUF file; its quants: {listing} "
+                       f"(e.g. `llmctl pull {base}:{have[0]}`)")
+            else:
+                msg = f"{snap.repo} has no GGUF files at all (pull the whole repo with `llmctl pull hf:{snap.repo}`)"
+            raise QuantNotFound(msg, repo=snap.repo, quants=have)
+        # several files of one quant (rare): the shortest name is the plain model
+        chosen = min(found, key=lambda parts: (len(parts[0].path), parts[0].path))
+        return Selection(chosen, ref.quant.upper(), chosen[0].path)
+    if not files:
+        raise ModelNotFound(f"repo {snap.repo} has no files at {snap.revision[:12]}", repo=snap.repo)
+    sets = quant_sets(files)
+    if len(sets) == 1 and len(next(iter(sets.values()))) == 1:
+        [(q, [parts])] = sets.items()
+        return Selection(list(files), q, parts[0].path)
+    return Selection(list(files), None, ".")
+
+
+# -- the store side ---------------------------------------------------------------------------
+def _complete(directory: Path, m: Manifest | None) -> bool:
+    """The manifest's files are all there with their recorded sizes."""
+    if m is None or not m.files:
+        return False
+    for f in m.files:
+        p = directory / f["path"]
+        try:
+            if p.stat().st_size != f["size"]:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _kept(directory: Path, m: Manifest | None, f: RemoteFile) -> bool:
+    """``f`` is already in place from an earlier pull (same size and same checksum)."""
+    if m is None:
+        return False
+    for old in m.files:
+        if old["path"] == f.path and old["size"] == f.size and (old.get("sha256"), old.get("blob_id")) == \
+                (f.sha256, f.blob_id) and old.get("verified"):
+            try:
+                return (directory / f.path).stat().st_size == f.size
+            except OSError:
+                return False
+    return False
+
+
+def _free_bytes(path: Path) -> tuple[int, Path]:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free, p
+
+
+class _Lock:
+    """One pull per store name at a time (a kernel lock: dies with its process)."""
+
+    def __init__(self, paths: Paths, name: str, progress: PullProgress) -> None:
+        paths.ensure()
+        self.fd = os.open(paths.run / f"pull-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.message(f"waiting for another pull of {name} to finish...")
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        os.close(self.fd)
+
+
+def _summary(how: list[str]) -> str:
+    kinds = sorted(set(how))
+    return "+".join(kinds) if kinds else "size"
+
+
+def parse(text: str, paths: Paths) -> ModelRef:
+    """A reference that can be pulled, or an error saying why not."""
+    from .catalog import load_catalog
+
+    ref = parse_ref(text, load_catalog(paths))
+    if ref.kind == "path":
+        raise UsageError(f"{text!r} is a local path: bring it into the store with "
+                         f"`llmctl import {text} --as NAME`")
+    if ref.kind == "name":
+        m = Manifest.read(paths.models / text) if "/" not in text else None
+        if m is not None and m.source == "pull":
+            return parse_ref(m.reference, load_catalog(paths))
+        raise ModelNotFound(f"{text!r} is not a catalog alias (see `llmctl models catalog`) nor a Hub "
+                            f"reference (hf:ORG/REPO, hf:ORG/REPO:QUANT, hf:ORG/REPO/FILE.gguf)")
+    return ref
+
+
+def pull(text: str, *, paths: Paths | None = None, revision: str | None = None, force: bool = False,
+         progress: PullProgress | None = None) -> PullResult:
+    """Pull a reference into the store; see the module docstring. ``progress`` is closed."""
+    paths = paths or Paths.from_env()
+    progress = progress or PullProgress()
+    try:
+        ref = parse(text, paths)
+        lock = _Lock(paths, ref.store_name, progress)
+        try:
+            return _pull_locked(ref, paths, revision, force, progress)
+        finally:
+            lock.release()
+    finally:
+        progress.close()
+
+
+def _pull_locked(ref: ModelRef, paths: Paths, revision: str | None, force: bool,
+                 progress: PullProgress) -> PullResult:
+    t0 = time.monotonic()
+    name = ref.store_name
+    directory = paths.models / name
+    old = Manifest.read(directory)
+    if old is not None and old.source != "pull":
+        raise UsageError(f"the store already has a model named {name!r} ({old.source}ed from {old.reference}); "
+                         f"remove it first with `llmctl models rm {name}`")
+    have_it = _complete(directory, old) and old is not None and old.reference == ref.canonical
+    if have_it and not force and revision and old.revision == revision:
+        return PullResult(old, directory, True, note="already pulled at that commit")
+    try:
+        snap = snapshot(str(ref.repo), revision)
+    except HubUnreachable as exc:
+        if have_it and not force:
+            return PullResult(old, directory, True, seconds=time.monotonic() - t0,
+                              note=f"already pulled (could not check for a newer revision: {exc.message})")
+        raise
+    if have_it and not force and old.revision == snap.revision:
+        return PullResult(old, directory, True, seconds=time.monotonic() - t0,
+                          note="already pulled, up to date")
+    sel = select(ref, snap)
+
+    work = directory / WORK_DIR
+    from .transfer import fetch, partial_size
+
+    todo = [f for f in sel.files if force or not _kept(directory, old, f)]
+    kept = [f for f in sel.files if f not in todo]
+    total = sum(f.size for f in sel.files)
+    missing = sum(f.size - partial_size(work, f) for f in todo)
+    free, where = _free_bytes(directory)
+    if missing > free:
+        raise NotEnoughSpace(f"{ref.canonical} needs {human(missing)} more on {where}, which has {human(free)} "
+                             f"free ({len(todo)} file{'s' * (len(todo) != 1)}, {human(total)} in all)",
+                             path=str(where))
+    progress.begin(f"{ref.canonical} ({snap.repo}@{snap.revision[:12]})", len(sel.files), total, missing)
+    for f in kept:
+        progress.message(f"  {f.path}: kept from the earlier pull (same checksum)")
+
+    results: dict[str, tuple] = {}
+    cancel = threading.Event()
+
+    def one(f: RemoteFile):
+        # finished files stay in the work area until all are: an interrupted pull of several
+        # files then resumes without fetching the finished ones again (they are re-verified)
+        part, res = fetch(snap.repo, snap.revision, f, work,
+                          on_start=lambda have: progress.file_start(f.path, f.size, have),
+                          on_bytes=lambda n: progress.advance(f.path, n),
+                          on_reset=lambda: progress.file_reset(f.path), cancel=cancel)
+        progress.file_end(f.path, f"verified by {res.verified}" if res.verified != "size" else "size checked")
+        results[f.path] = (part, res)
+        return res
+
+    if len(todo) <= 1:
+        for f in todo:
+            one(f)
+    else:
+        pool = ThreadPoolExecutor(max_workers=min(PARALLEL_FILES, len(todo)))
+        futures = [pool.submit(one, f) for f in todo]
+        try:
+            errors = []
+            for fut in futures:
+                try:
+                    fut.result()
+                except BaseException as exc:  # noqa: BLE001 - collected, the first is raised
+                    cancel.set()
+                    errors.append(exc)
+            if errors:
+                from .transfer import Cancelled
+
+                raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+        except KeyboardInterrupt:
+            cancel.set()
+            from ..errors import Interrupted
+
+            raise Interrupted("interrupted: the partial files are kept; the same `llmctl pull` resumes them") \
+                from None
+        finally:
+            pool.shutdown(wait=True)
+
+    # every file is verified: move them in place, drop files of an earlier revision that this
+    # one does not have, and the work area; the manifest comes last
+    for f in todo:
+        part, _ = results[f.path]  # type: ignore[misc]
+        dest = directory / f.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, dest)
+    wanted = {f.path for f in sel.files}
+    if old is not None:
+        for f in old.files:
+            if f["path"] not in wanted:
+                (directory / f["path"]).unlink(missing_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+    records, hows = [], []
+    for f in sel.files:
+        res = results[f.path][1] if f.path in results else None  # type: ignore[index]
+        how = res.verified if res is not None else next(
+            (o.get("verified") for o in (old.files if old else []) if o["path"] == f.path), "size")
+        hows.append(how)
+        records.append({"path": f.path, "size": f.size, "sha256": f.sha256, "blob_id": f.blob_id, "verified": how})
+    m = Manifest(name=name, path=sel.main, reference=ref.canonical, size=total, source="pull",
+                 created=time.time(), repo=snap.repo, quant=sel.quant, revision=snap.revision,
+                 endpoint=snap.endpoint, files=records, verified=_summary(hows))
+    directory.mkdir(parents=True, exist_ok=True)
+    m.write(directory)
+    transferred = sum(r.transferred for _, r in results.values())  # type: ignore[misc]
+    resumed = sum(r.resumed_from for _, r in results.values())  # type: ignore[misc]
+    return PullResult(m, directory, False, transferred, resumed, time.monotonic() - t0,
+                      note=f"{len(kept)} file(s) kept from the earlier pull" if kept else "")
+
+
+def ensure_model(profile, paths: Paths | None = None, progress: PullProgress | None = None) -> Path:
+    """The profile's model file (or directory), pulled first if it is a catalog alias or an
+    ``hf:`` reference that is not in the store yet. Other missing models raise ModelMissing."""
+    from .resolve import pullable, resolve_model
+
+    paths = paths or Paths.from_env()
+    try:
+        path = resolve_model(profile, paths)
+    except ModelMissing:
+        if not pullable(profile.model, paths):
+            raise
+        pull(profile.model, paths=paths, progress=progress)
+        return resolve_model(profile, paths)
+    if progress is not None:
+        progress.close()
+    return path
+
+
+__all__ = ["pull", "ensure_model", "select", "quant_sets", "PullResult", "Selection", "endpoint"]
