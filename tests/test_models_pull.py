@@ -363,7 +363,8 @@ def test_rm(hub, mirror, llmctl_home):
 def test_profile_with_an_alias_goes_up_once_pulled(hub, mirror, llmctl_home, tmp_path, ports, llama_server,
                                                    monkeypatch):
     """`up` with an alias not pulled yet fails before starting, saying which pull to run;
-    ensure_model() pulls it; then the real llama-server serves the pulled file."""
+    `up --pull` pulls it and the real llama-server serves the pulled file; ensure_model() is
+    then a no-op."""
     port = ports()
     f = tmp_path / "llmctl.yaml"
     f.write_text(f"profiles:\n  light: {{model: smollm-test, port: {port}, ctx_size: 1024}}\n")
@@ -372,6 +373,21 @@ def test_profile_with_an_alias_goes_up_once_pulled(hub, mirror, llmctl_home, tmp
     assert r.returncode == 6, r.stderr
     assert "run `llmctl pull smollm-test`" in r.stderr and f"{f}:2" in r.stderr
     assert port_is_free(port)
+
+    r = cli("up", "light", "--pull", env=env)  # pulls the alias, then starts the server
+    path = llmctl_home / "models" / "smollm-test-q4_1" / SMOL_FILE
+    try:
+        assert r.returncode == 0, r.stderr
+        assert path.exists()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            assert resp.status == 200
+        [st] = json.loads(cli("status", "--json", env=env).stdout)
+        assert st["state"] == "running" and st["model"] == "smollm-test"
+        import psutil
+
+        assert str(path) in psutil.Process(st["pid"]).cmdline()
+    finally:
+        assert cli("down", env=env).returncode == 0
 
     from llmctl import load_profiles
     from llmctl.models.progress import PullProgress
@@ -386,20 +402,5 @@ def test_profile_with_an_alias_goes_up_once_pulled(hub, mirror, llmctl_home, tmp
         def file_end(self, path, note):
             seen.append(path)
 
-    path = ensure_model(profile, Paths.from_env(), progress=Record())
-    assert path == llmctl_home / "models" / "smollm-test-q4_1" / SMOL_FILE and seen == [SMOL_FILE]
-    assert ensure_model(profile, Paths.from_env(), progress=Record()) == path and seen == [SMOL_FILE]
-
-    r = cli("up", "light", env=env)
-    try:
-        assert r.returncode == 0, r.stderr
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
-            assert resp.status == 200
-        [st] = json.loads(cli("status", "--json", env=env).stdout)
-        assert st["state"] == "running" and st["model"] == "smollm-test"
-        import psutil
-
-        assert str(path) in psutil.Process(st["pid"]).cmdline()
-    finally:
-        assert cli("down", env=env).returncode == 0
+    assert ensure_model(profile, Paths.from_env(), progress=Record()) == path and seen == []  # already there
     assert port_is_free(port)

@@ -57,10 +57,18 @@ class _Progress:
 def up(names: NamesArg,
        timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for health (overrides start_timeout).")] = None,
        force: Annotated[bool, typer.Option("--force", help="Start even if the GPU memory estimate says it won't fit.")] = False,
+       pull: Annotated[bool, typer.Option("--pull", help="Pull missing models (catalog aliases, hf: references) first.")] = False,
        json: JsonOpt = False) -> None:
     """Start profiles in parallel, detached; return once each answers its health check."""
     out = Output(json)
-    sup = _supervisor(load_config())
+    config = load_config()
+    sup = _supervisor(config)
+    if pull:
+        from ..models.progress import progress_for
+        from ..models.pull import ensure_model
+
+        for n in dict.fromkeys(names):
+            ensure_model(config.profile(n), sup.paths, progress=progress_for(out))
     progress = _Progress(out, names)
     try:
         results = sup.start(names, timeout=timeout, progress=progress, force=force)
@@ -108,7 +116,7 @@ def restart(names: NamesArg,
     for n in names:
         config.profile(n)
     _supervisor(config).stop(names)
-    up(names, timeout=timeout, force=False, json=json)
+    up(names, timeout=timeout, force=False, pull=False, json=json)
 
 
 def status(names: OptNamesArg = None, json: JsonOpt = False) -> None:

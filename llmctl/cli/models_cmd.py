@@ -95,7 +95,14 @@ def list_(json: JsonOpt = False) -> None:
 
 @app.command("show")
 @handle_errors
-def show(name: Annotated[str, typer.Argument(help="A model's name in the store.", show_default=False)],
+def _complete_models(ctx: typer.Context, incomplete: str) -> list[str]:
+    from .completion_cmd import complete_models
+
+    return complete_models(ctx, incomplete)
+
+
+def show(name: Annotated[str, typer.Argument(help="A model's name in the store.", show_default=False,
+                                             autocompletion=_complete_models)],
          json: JsonOpt = False) -> None:
     """A model's manifest, plus facts from its GGUF header (architecture, parameters, context, quant)."""
     from dataclasses import asdict
@@ -146,7 +153,8 @@ def show(name: Annotated[str, typer.Argument(help="A model's name in the store."
 
 @app.command("rm")
 @handle_errors
-def rm(names: Annotated[List[str], typer.Argument(help="Model names in the store.", show_default=False)],
+def rm(names: Annotated[List[str], typer.Argument(help="Model names in the store.", show_default=False,
+                                                  autocompletion=_complete_models)],
        json: JsonOpt = False) -> None:
     """Delete models from the store (a linked import loses only its link)."""
     from ..models.store import remove_model

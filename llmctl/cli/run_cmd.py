@@ -12,9 +12,21 @@ from ..errors import UsageError
 from ..output import Output
 from .common import STATE, JsonOpt, handle_errors, load_config
 
-TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="Task to run (routes to its profile, "
+def _complete_tasks(ctx: typer.Context, incomplete: str) -> list[str]:
+    from .completion_cmd import complete_tasks
+
+    return complete_tasks(ctx, incomplete)
+
+
+def _complete_profiles(ctx: typer.Context, incomplete: str) -> list[str]:
+    from .completion_cmd import complete_profiles
+
+    return complete_profiles(ctx, incomplete)
+
+
+TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", autocompletion=_complete_tasks, help="Task to run (routes to its profile, "
                                                 "with its fallbacks and parameters).", show_default=False)]
-ProfileOpt = Annotated[Optional[str], typer.Option("--profile", help="Profile to use (with --task: only this "
+ProfileOpt = Annotated[Optional[str], typer.Option("--profile", autocompletion=_complete_profiles, help="Profile to use (with --task: only this "
                                                    "one, with the task's parameters).", show_default=False)]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds the whole request may take (0: no limit).")]
 _S = "Sampling (overrides the task and defaults.sampling)"
