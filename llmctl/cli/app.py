@@ -9,7 +9,7 @@ import typer
 from . import bench_cmd, completion_cmd, doctor_cmd, lifecycle, models_cmd, profiles_cmd, run_cmd, serve_cmd
 from .common import STATE
 
-app = typer.Typer(
+app = typer.Typer(rich_markup_mode=None, 
     name="llmctl",
     help="Run local LLM servers (llama.cpp, vLLM) from YAML profiles: up, down, status, logs.",
     no_args_is_help=True,

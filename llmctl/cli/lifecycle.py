@@ -214,6 +214,5 @@ def plan(names: NamesArg,
 
 
 def register(app: typer.Typer) -> None:
-    app.command("plan")(handle_errors(plan))
-    for fn in (up, down, restart, status, logs):
+    for fn in (up, down, restart, status, logs, plan):
         app.command(fn.__name__)(handle_errors(fn))

@@ -10,7 +10,7 @@ import typer
 from ..output import Output
 from .common import JsonOpt, handle_errors
 
-app = typer.Typer(help="The local model store: list, show, rm, catalog.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="The local model store: list, show, rm, catalog.", no_args_is_help=True)
 
 
 def _human(n: float) -> str:

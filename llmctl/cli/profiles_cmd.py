@@ -10,7 +10,7 @@ import typer
 from ..output import Output
 from .common import JsonOpt, NameArg, handle_errors, load_config
 
-app = typer.Typer(help="List, show and check profiles.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="List, show and check profiles.", no_args_is_help=True)
 
 
 def public_dict(obj) -> dict:

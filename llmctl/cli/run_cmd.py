@@ -107,7 +107,7 @@ def embed(
         out.text(_json.dumps(vec))
 
 
-tasks_app = typer.Typer(help="Tasks: named jobs routed to a profile, with fallbacks and parameters.",
+tasks_app = typer.Typer(rich_markup_mode=None, help="Tasks: named jobs routed to a profile, with fallbacks and parameters.",
                         no_args_is_help=True)
 
 
