@@ -14,4 +14,8 @@ run llmctl import "$smol" --as smollm2-135m-instruct-q4_1 --link --force
 
 run llmctl -f profiles/demo.yaml up heavy light
 run llmctl -f profiles/demo.yaml status
+text="llmctl starts local LLM servers from YAML profiles, waits until they answer, restarts them when they crash, and stops them with nothing left behind."
+echo "+ echo \"\$text\" | llmctl -f profiles/demo.yaml run --task summary" >&2
+echo "$text" | llmctl -f profiles/demo.yaml run --task summary
+echo >&2
 echo "demo servers are up; try: llmctl -f profiles/demo.yaml logs light -n 20; stop them with: llmctl -f profiles/demo.yaml down" >&2
