@@ -93,14 +93,14 @@ def list_(json: JsonOpt = False) -> None:
                 r["verified"] or "-", r["path"]] for r in rows])
 
 
-@app.command("show")
-@handle_errors
 def _complete_models(ctx: typer.Context, incomplete: str) -> list[str]:
     from .completion_cmd import complete_models
 
     return complete_models(ctx, incomplete)
 
 
+@app.command("show")
+@handle_errors
 def show(name: Annotated[str, typer.Argument(help="A model's name in the store.", show_default=False,
                                              autocompletion=_complete_models)],
          json: JsonOpt = False) -> None:
