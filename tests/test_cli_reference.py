@@ -16,6 +16,10 @@ def test_cli_reference_is_current():
     assert "## llmctl up" in text and "## llmctl status" in text and "### llmctl profiles validate" in text
     assert (REPO / "docs" / "cli.md").read_text() == text, \
         "docs/cli.md is out of date: run `python scripts/gen_cli_reference.py`"
+    keys = gen.render_keys()
+    assert "| `gpu_layers` |" in keys and "| `fallback` |" in keys
+    assert (REPO / "docs" / "profiles.md").read_text() == keys, \
+        "docs/profiles.md is out of date: run `python scripts/gen_cli_reference.py`"
 
 
 def test_cli_import_stays_light():
