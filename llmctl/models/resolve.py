@@ -14,7 +14,6 @@ from pathlib import Path
 from ..errors import ModelMissing
 from ..paths import Paths
 from ..profiles.schema import Profile
-from .refs import looks_like_path  # noqa: F401 - re-exported for older callers
 from .store import Manifest
 
 

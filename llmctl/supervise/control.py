@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import LlmctlError, PortInUse, StartFailed, StartTimeout, StopFailed, UsageError
+from ..errors import LlmctlError, PortInUse, StartFailed, StartTimeout, StopFailed
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from .identity import ProcId
