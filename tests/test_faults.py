@@ -183,7 +183,6 @@ def test_state_dir_is_private():
 # happens on cue; cases where the real engine matters use llama-server (test_engine_lifecycle.py).
 # ---------------------------------------------------------------------------------------------
 import subprocess  # noqa: E402
-import textwrap  # noqa: E402
 
 from .util import cli  # noqa: E402
 

@@ -54,7 +54,8 @@ def main() -> None:
     argv = sys.argv[1:]
     if "_LLMCTL_COMPLETE" not in os.environ:
         code = fast_status(argv)
-        if code is None:
+        _, i = _files_prefix(argv)
+        if code is None and argv[i:i + 1] == ["run"]:
             from ..inference.command import fast_main
 
             code = fast_main(argv)

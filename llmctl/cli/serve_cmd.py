@@ -1,9 +1,89 @@
-"""`serve`: the OpenAI-compatible gateway in front of every profile."""
+"""`serve`: the OpenAI-compatible gateway in front of every profile. Thin: options -> GatewayConfig
+-> :func:`llmctl.gateway.server.serve`. Starlette, uvicorn and httpx load only when it runs."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
+
+from ..errors import ExitCode, UsageError
+from ..output import Output
+from .common import handle_errors, load_config
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs an API key "
+                                      "($LLMCTL_GATEWAY_KEY or --api-key-file).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8800,
+    vram_budget: Annotated[Optional[str], typer.Option(
+        "--vram-budget", help="GPU memory the servers may take together, e.g. 22GiB (default: "
+        "defaults.vram_budget; none: no budget). Starting one more evicts idle ones, least recently used first.",
+        show_default=False)] = None,
+    max_concurrent: Annotated[int, typer.Option(help="Requests one profile serves at once; more get 429.")] = 64,
+    api_key_file: Annotated[Optional[str], typer.Option(
+        "--api-key-file", help="File holding the key clients must send (mode 0600). Else $LLMCTL_GATEWAY_KEY.",
+        show_default=False)] = None,
+    stop_on_exit: Annotated[str, typer.Option(
+        help="On Ctrl-C: stop the servers the gateway started (started), every running profile (all), "
+        "or nothing (none).")] = "started",
+    wait_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for a start or a swap.")] = 300.0,
+    upstream_timeout: Annotated[float, typer.Option(help="Seconds to wait for a server's next byte.")] = 600.0,
+    primary_return: Annotated[float, typer.Option(
+        help="Idle seconds after which a swap group's primary comes back (members without idle_ttl).")] = 60.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request (access log).")] = False,
+) -> None:
+    """Serve one OpenAI-compatible endpoint for every profile and task; start servers on demand.
+
+    Clients use http://HOST:PORT/v1 as base URL and a task or profile name as `model`. Servers
+    start when first asked for, stop after their idle_ttl, swap within exclusive groups and
+    within the VRAM budget. Ctrl-C stops the gateway and (--stop-on-exit started) the servers
+    it started; servers that were already running are left running.
+    """
+    import logging
+    import sys
+
+    from ..gateway.config import GatewayConfig
+    from ..gateway.security import resolve_key
+
+    out = Output()
+    budget = None
+    if vram_budget is not None:
+        from ..gpu.estimate import parse_size
+
+        try:
+            budget = parse_size(vram_budget)
+        except ValueError as exc:
+            raise UsageError(f"--vram-budget: {exc}") from None
+    key = resolve_key(host, api_key_file)
+    gw = GatewayConfig(host=host, port=port, api_key=key, vram_budget=budget, max_concurrent=max_concurrent,
+                       stop_on_exit=stop_on_exit, wait_timeout=wait_timeout, upstream_timeout=upstream_timeout,
+                       primary_return=primary_return)
+    config = load_config()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    for name in ("llmctl.gateway", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("llmctl.gateway").setLevel(logging.INFO)
+
+    def ready(url: str) -> None:
+        tasks = ", ".join(config.tasks) or "none"
+        where = "" if host in ("127.0.0.1", "localhost", "::1") else f", listening on {host}"
+        out.ok(f"llmctl gateway on {url}/v1{where}  (profiles: {', '.join(config.profiles) or 'none'}; "
+               f"tasks: {tasks})")
+        if key:
+            out.info("clients must send `Authorization: Bearer KEY`")
+        out.info(f"Ctrl-C stops it{' and the servers it started' if stop_on_exit == 'started' else ''}")
+
+    from ..gateway.server import serve as run_gateway
+
+    try:
+        run_gateway(config, gw, on_ready=ready, log_level="info" if verbose else "warning", access_log=verbose)
+    except KeyboardInterrupt:
+        out.info("gateway stopped")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
 def register(app: typer.Typer) -> None:
     """Add the commands of this group to the app."""
+    app.command("serve")(handle_errors(serve))

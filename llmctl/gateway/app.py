@@ -1,0 +1,364 @@
+"""The gateway as an ASGI app (Starlette): :func:`build_app` is the whole core, usable without
+the CLI (run it with any ASGI server, or with :func:`llmctl.gateway.server.serve`).
+
+Routes::
+
+    POST /v1/chat/completions, /v1/completions, /v1/embeddings   routed by the body's `model`
+    GET  /v1/models            tasks and profiles, with each server's state
+    GET  /health               {"status": "ok"} (no key needed)
+    GET  /metrics              Prometheus text
+    ANY  /upstream/NAME/PATH   passed to profile NAME's server as is (its /props, /slots, /tokenize...)
+
+Every answer from a server carries ``x-llmctl-profile`` (and ``x-llmctl-task``); errors are
+OpenAI-shaped: ``{"error": {"message", "type", "code"}}`` with 400/401/404/429/502/503/504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..errors import LlmctlError, UsageError
+from ..inference.params import Params
+from ..inference.request import auth_headers
+from ..paths import Paths
+from ..profiles.schema import Config, Profile
+from .config import GatewayConfig
+from .control import ServerControl
+from .errors import BadRequest, Busy, GatewayHTTPError, NotRunning, Unauthorized, Unavailable, UpstreamFailed
+from .metrics import Metrics
+from .pool import Lease, Pool
+from .proxy import (BeforeFirstByte, ProxyStream, Upstreams, wait_disconnect, read_body, relay_headers,
+                    usage_from_sse, usage_of)
+from .routing import CHAT, COMPLETIONS, EMBEDDINGS, Router, Target, check_body, prepare_body, served_names
+from .security import OPEN_PATHS, authorized, check_binding
+
+log = logging.getLogger("llmctl.gateway")
+
+
+def resolve_budget(config: Config, gw: GatewayConfig) -> int | None:
+    """``serve --vram-budget``, else ``defaults.vram_budget``, else no budget."""
+    if gw.vram_budget is not None:
+        return gw.vram_budget
+    if config.defaults.vram_budget:
+        from ..gpu.estimate import parse_size
+
+        try:
+            return parse_size(config.defaults.vram_budget)
+        except ValueError as exc:
+            raise UsageError(f"defaults.vram_budget: {exc}") from None
+    return None
+
+
+class Gateway:
+    """One gateway: the router, the pool (state owner), upstream clients and metrics."""
+
+    def __init__(self, config: Config, gw: GatewayConfig, *, paths: Paths | None = None,
+                 control: Any = None) -> None:
+        self.config, self.gw = config, gw
+        self.paths = paths or Paths.from_env()
+        self.router = Router(config)
+        self.metrics = Metrics()
+        self.upstreams = Upstreams(gw.upstream_timeout)
+        self.budget = resolve_budget(config, gw)
+        self.pool = Pool(config, gw, control or ServerControl(config, self.paths), budget=self.budget,
+                         metrics=self.metrics, on_stopped=self._stopped)
+        self.served_model: dict[str, str] = {}  #: vLLM: the name the running server answers to
+        self.started_wall = int(time.time())
+        self.stopped_on_exit: list[str] = []
+
+    # -- life -----------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        await self.pool.start(self._estimates if self.budget is not None else None)
+        try:
+            yield
+        finally:
+            self.stopped_on_exit = await self.pool.shutdown(self.gw.stop_on_exit)
+            await self.upstreams.aclose()
+
+    def _estimates(self) -> dict[str, int]:
+        """Blocking (a worker thread): the GPU memory each profile is expected to take."""
+        from ..gpu.estimate import estimate_profile, format_size
+
+        gpu_total = self.gw.gpu_total
+        if gpu_total is None and any(p.engine == "vllm" for p in self.config.profiles.values()):
+            from ..gpu.probe import MIB, probe  # vLLM takes a share of the GPU: how big is it?
+
+            sizes = [g.total_mib for g in probe().gpus if g.total_mib]
+            gpu_total = min(sizes) * MIB if sizes else None
+        out = {}
+        for name, prof in self.config.profiles.items():
+            est = estimate_profile(prof, self.paths, gpu_total=gpu_total)
+            out[name] = est.total or 0
+            if est.total is None:
+                log.warning("%s: GPU memory unknown (%s); counted as 0 in the budget", name, "; ".join(est.notes))
+            else:
+                log.info("%s: expects %s of GPU memory (%s)", name, format_size(est.total), est.method)
+        return out
+
+    def _stopped(self, name: str) -> None:
+        self.upstreams.drop(name)
+        self.served_model.pop(name, None)
+
+    # -- forwarding -----------------------------------------------------------------------
+    async def dispatch(self, request: Request, endpoint: str, target: Target,
+                       build: Callable[[Profile], bytes | None], *, method: str = "POST",
+                       path: str | None = None) -> Response | ProxyStream:
+        """Try the target's candidates in order; the first that answers is relayed.
+
+        A candidate not running is started (and waited for). One that cannot be started or
+        reached (before its first byte) passes the request to the next. One at its concurrency
+        limit is skipped for running fallbacks only; if none takes it: 429."""
+        t0 = time.monotonic()
+        deadline = t0 + self.gw.wait_timeout
+        errors: list[GatewayHTTPError] = []
+        busy: Busy | None = None
+        for i, name in enumerate(target.candidates):
+            prof = self.config.profiles[name]
+            try:
+                lease = await self.pool.acquire(name, start=busy is None, deadline=deadline)
+            except Busy as exc:
+                busy = busy or exc
+                continue
+            except NotRunning:
+                continue
+            except Unavailable as exc:
+                errors.append(exc)
+                continue
+            request.state.profile = name
+            try:
+                headers = {"content-type": request.headers.get("content-type", "application/json"),
+                           "accept": request.headers.get("accept", "application/json")}
+                headers.update(auth_headers(prof))
+                if prof.engine == "vllm" and not prof.served_model_name and name not in self.served_model:
+                    await self._ask_served_model(prof, headers)
+                url = prof.url + (path or endpoint)
+                if request.url.query and path is not None:
+                    url += "?" + request.url.query
+                resp = await self.upstreams.open(name, method, url, headers, build(prof))
+            except BeforeFirstByte as exc:
+                lease.release()
+                self.pool.suspect(name)
+                errors.append(Unavailable(f"{name}: {exc}", profile=name))
+                log.warning("%s: %s%s", name, exc, "; trying the next profile" if i + 1 < len(target.candidates) else "")
+                continue
+            except UsageError as exc:  # the profile's api_key_env is not set
+                lease.release()
+                errors.append(Unavailable(exc.message, profile=name))
+                continue
+            except BaseException:
+                lease.release()
+                raise
+            if i > 0:
+                self.metrics.fallback(name)
+            return await self._relay(resp, lease, endpoint, target, t0)
+        if busy is not None:
+            raise busy
+        what = f"task {target.task.name!r}" if target.task else f"profile {target.candidates[0]!r}"
+        reasons = "; ".join(e.message for e in errors) or "nothing could serve it"
+        raise Unavailable(f"no server could take the request for {what}: {reasons}",
+                          profile=target.candidates[0], task=target.task.name if target.task else None)
+
+    async def _relay(self, resp, lease: Lease, endpoint: str, target: Target, t0: float) -> Response | ProxyStream:
+        name = lease.name
+        self.metrics.first_byte(name, endpoint, time.monotonic() - t0)
+        extra = [(b"x-llmctl-profile", name.encode())]
+        if target.task is not None:
+            extra.append((b"x-llmctl-task", target.task.name.encode()))
+        if resp.status_code in (401, 403):  # our key for that server was refused: not the client's fault
+            lease.release()
+            await resp.aclose()
+            api = self.config.profiles[name].api_key_env
+            raise UpstreamFailed(f"{name}: the server refused the gateway's key (HTTP {resp.status_code}); check "
+                                 f"the profile's api_key_env ({api or 'not set'})", profile=name)
+        ctype = resp.headers.get("content-type", "")
+        if resp.status_code == 200 and ctype.startswith("text/event-stream"):
+            def on_end(outcome: str, tail: bytes) -> None:
+                code = {"ok": 200, "upstream_error": 502, "client_gone": 499}[outcome]
+                self.metrics.request(name, endpoint, code, time.monotonic() - t0)
+                self.metrics.usage(name, *usage_from_sse(tail))
+                if outcome == "upstream_error":
+                    self.pool.suspect(name)
+
+            return ProxyStream(resp, lease, relay_headers(resp, extra), on_end)
+        try:
+            body = await read_body(resp)
+        except Exception as exc:  # noqa: BLE001 - the server broke off its answer
+            self.pool.suspect(name)
+            raise UpstreamFailed(f"{name}: the server stopped in the middle of its answer ({exc or type(exc).__name__})",
+                                 profile=name) from None
+        finally:
+            lease.release()
+        self.metrics.request(name, endpoint, resp.status_code, time.monotonic() - t0)
+        if ctype.startswith("application/json") and endpoint in (CHAT, COMPLETIONS, EMBEDDINGS):
+            try:
+                self.metrics.usage(name, *usage_of(json.loads(body)))
+            except ValueError:
+                pass
+        return _raw_response(body, resp.status_code, relay_headers(resp, extra))
+
+    async def _ask_served_model(self, prof: Profile, headers: dict[str, str]) -> None:
+        """vLLM answers only to the name it serves; ask it once per start."""
+        try:
+            resp = await self.upstreams.open(prof.name, "GET", prof.url + "/v1/models", headers, None)
+            data = json.loads(await read_body(resp))
+            ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
+            if ids and ids[0]:
+                self.served_model[prof.name] = ids[0]
+        except (BeforeFirstByte, ValueError, AttributeError):
+            pass
+
+    # -- endpoints ------------------------------------------------------------------------
+    async def openai(self, request: Request, endpoint: str) -> Response | ProxyStream:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise BadRequest("the request body is not JSON") from None
+        body = check_body(endpoint, body)
+        target = self.router.resolve(body.get("model"))
+
+        def build(prof: Profile) -> bytes:
+            return json.dumps(prepare_body(endpoint, body, target, prof, self.served_model.get(prof.name))).encode()
+
+        return await self.dispatch(request, endpoint, target, build)
+
+    async def upstream(self, request: Request) -> Response | ProxyStream:
+        name, rest = request.path_params["name"], request.path_params["path"]
+        kind_name = self.router.names.get(name)
+        if kind_name is None or kind_name[0] != "profile":
+            from .errors import UnknownModel
+
+            raise UnknownModel(f"no profile named {name!r} (known: {', '.join(self.config.profiles) or 'none'})")
+        profile = kind_name[1]
+        content = await request.body()
+        target = Target(name, None, [profile], Params())
+        return await self.dispatch(request, "/upstream", target, lambda prof: content or None,
+                                   method=request.method, path="/" + rest)
+
+    def models(self) -> dict:
+        states = {r["name"]: r for r in self.pool.snapshot()}
+        data = []
+        for t in self.config.tasks.values():
+            data.append({"id": t.name, "object": "model", "created": self.started_wall, "owned_by": "llmctl",
+                         "llmctl": {"kind": "task", "profile": t.profile, "fallback": list(t.fallback),
+                                    "state": states[t.profile]["state"], "description": t.description}})
+        for p in self.config.profiles.values():
+            s = states[p.name]
+            data.append({"id": p.name, "object": "model", "created": self.started_wall, "owned_by": "llmctl",
+                         "llmctl": {"kind": "profile", "engine": p.engine, "model": p.model, "state": s["state"],
+                                    "inflight": s["inflight"], "waiting": s["waiting"], "group": p.group,
+                                    "idle_ttl": s["idle_ttl"], "idle_s": s["idle_s"],
+                                    "started_by_gateway": s["started_by_gateway"], "reason": s["reason"],
+                                    "served_names": served_names(p), "description": p.description}})
+        return {"object": "list", "data": data}
+
+
+def _raw_response(body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> Response:
+    resp = Response(body, status)
+    resp.raw_headers = [h for h in resp.raw_headers if h[0] == b"content-length"] + headers
+    return resp
+
+
+def _error_response(exc: GatewayHTTPError) -> JSONResponse:
+    headers = {"retry-after": "1"} if exc.status == 429 else None
+    if exc.status == 401:
+        headers = {"www-authenticate": "Bearer"}
+    return JSONResponse(exc.body(), exc.status, headers=headers)
+
+
+def _endpoint(gw: Gateway, name: str, fn: Callable) -> Callable:
+    """The handler around ``fn``: errors become OpenAI-shaped answers, and a client that goes
+    away while its request waits (for a start, a swap) or is answered (non-streaming) cancels
+    it, which closes the upstream request too."""
+
+    async def handle(request: Request):
+        t0 = time.monotonic()
+        try:
+            await request.body()  # read it all: from here on, receive() only reports a disconnect
+            work = asyncio.ensure_future(fn(request))
+            gone = asyncio.ensure_future(wait_disconnect(request.receive))
+            try:
+                await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+                if not work.done():
+                    work.cancel()
+            if not work.done() or work.cancelled():
+                with contextlib.suppress(BaseException):
+                    await work
+                gw.metrics.request(getattr(request.state, "profile", None), name, 499, time.monotonic() - t0)
+                return Response(status_code=499)
+            return work.result()
+        except GatewayHTTPError as exc:
+            gw.metrics.request(exc.facts.get("profile"), name, exc.status, time.monotonic() - t0)
+            return _error_response(exc)
+        except LlmctlError as exc:  # anything else llmctl raised: the server side failed
+            log.warning("%s", exc.message)
+            err = UpstreamFailed(exc.message)
+            gw.metrics.request(None, name, 502, time.monotonic() - t0)
+            return _error_response(err)
+
+    return handle
+
+
+class KeyCheck:
+    """ASGI middleware: every path but /health needs ``Authorization: Bearer KEY``."""
+
+    def __init__(self, app, key: str) -> None:
+        self.app, self.key = app, key
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not authorized(scope["headers"], self.key):
+            err = Unauthorized("this gateway needs an API key: send `Authorization: Bearer KEY` "
+                               "(OpenAI clients: api_key=KEY)")
+            await _error_response(err)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def build_app(config: Config, gateway: GatewayConfig | None = None, *, paths: Paths | None = None,
+              control: Any = None) -> Starlette:
+    """The gateway for ``config`` as a Starlette app; ``app.state.gateway`` is the
+    :class:`Gateway`. Raises UsageError when it would bind beyond loopback without a key."""
+    gw_cfg = gateway or GatewayConfig()
+    check_binding(gw_cfg.host, gw_cfg.api_key)
+    gw = Gateway(config, gw_cfg, paths=paths, control=control)
+
+    async def health(request: Request):
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(request: Request):
+        return PlainTextResponse(gw.metrics.render(gw.pool.snapshot()),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def models(request: Request):
+        return JSONResponse(gw.models())
+
+    def post(endpoint: str):
+        return _endpoint(gw, endpoint, lambda request: gw.openai(request, endpoint))
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route(CHAT, post(CHAT), methods=["POST"]),
+        Route(COMPLETIONS, post(COMPLETIONS), methods=["POST"]),
+        Route(EMBEDDINGS, post(EMBEDDINGS), methods=["POST"]),
+        Route("/upstream/{name}/{path:path}", _endpoint(gw, "/upstream", gw.upstream),
+              methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+    ]
+    middleware = [Middleware(KeyCheck, key=gw_cfg.api_key)] if gw_cfg.api_key else []
+    app = Starlette(routes=routes, middleware=middleware, lifespan=gw.lifespan)
+    app.state.gateway = gw
+    return app

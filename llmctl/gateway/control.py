@@ -1,0 +1,56 @@
+"""The blocking side: start, stop and read servers through the :class:`~llmctl.Supervisor`.
+The pool runs these in worker threads and never touches its own state from them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..errors import StartFailed, StartTimeout
+from ..paths import Paths
+from ..profiles.schema import Config
+
+
+@dataclass
+class Observed:
+    """What the supervisor says of one profile."""
+
+    name: str
+    state: str  #: stopped | starting | running | unhealthy | backoff | failed
+    message: str = ""
+
+
+class ServerControl:
+    """Supervisor calls, as the pool needs them. Another object with the same three methods can
+    stand in (the pool's unit tests drive it with one that only records calls)."""
+
+    poll = 0.05
+
+    def __init__(self, config: Config, paths: Paths | None = None) -> None:
+        from ..supervise.control import Supervisor
+
+        self.config = config
+        self.supervisor = Supervisor(config, paths or Paths.from_env())
+
+    def start(self, name: str) -> str:
+        """Start ``name`` and wait until it is healthy; return ``started``, ``adopted`` or
+        ``already-running``. A server whose keeper is restarting it counts as starting: wait."""
+        result = self.supervisor.start([name])[0]
+        if result.outcome != "already-running":
+            return result.outcome
+        deadline = time.monotonic() + self.config.profile(name).effective_start_timeout
+        while True:
+            entry = self.supervisor.status([name])[0]
+            if entry.state in ("running", "unhealthy"):
+                return "already-running"
+            if entry.state in ("failed", "stopped"):
+                raise StartFailed(f"{name} failed to start: {entry.message or entry.state}", name=name)
+            if time.monotonic() > deadline:
+                raise StartTimeout(f"{name}: not running after its start timeout (state {entry.state})", name=name)
+            time.sleep(self.poll)
+
+    def stop(self, name: str) -> None:
+        self.supervisor.stop([name])
+
+    def status(self, names: list[str]) -> list[Observed]:
+        return [Observed(e.name, e.state, e.message or "") for e in self.supervisor.status(names)]

@@ -1,0 +1,220 @@
+"""Upstream forwarding: one httpx.AsyncClient per running profile (its pooled connections die
+with the server, so the client is dropped when the server stops), and a streaming response
+that relays Server-Sent Events as they arrive.
+
+Failures: a server that cannot be reached, or closes the connection before it answers, raises
+:class:`BeforeFirstByte` (the caller tries the task's fallbacks); once the answer has started,
+a broken stream ends with an error event (``data: {"error": {...}}``, what OpenAI clients raise
+as APIError). A client that goes away closes the upstream request at once, which makes
+llama-server stop generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Callable
+
+import httpx
+
+from .errors import UpstreamTimeout
+from .pool import Lease
+
+#: response headers not relayed (hop-by-hop, or recomputed by the gateway's server)
+HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"trailer",
+               b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"www-authenticate", b"date",
+               b"server", b"access-control-allow-origin"}
+TAIL_BYTES = 16384
+
+
+class BeforeFirstByte(Exception):
+    """The server could not be reached, or closed the connection before answering."""
+
+
+class Upstreams:
+    """Per-profile HTTP clients (keep-alive connections to each server)."""
+
+    def __init__(self, read_timeout: float) -> None:
+        self.timeout = httpx.Timeout(connect=5.0, read=read_timeout, write=60.0, pool=None)
+        self.limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._closing: set[asyncio.Task] = set()
+
+    def client(self, name: str) -> httpx.AsyncClient:
+        c = self._clients.get(name)
+        if c is None:
+            c = self._clients[name] = httpx.AsyncClient(timeout=self.timeout, limits=self.limits, trust_env=False)
+        return c
+
+    def drop(self, name: str) -> None:
+        """Forget ``name``'s client and its pooled connections (the server stopped or restarted)."""
+        c = self._clients.pop(name, None)
+        if c is not None:
+            try:
+                task = asyncio.get_running_loop().create_task(c.aclose())
+            except RuntimeError:
+                return
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        for name in list(self._clients):
+            self.drop(name)
+        if self._closing:
+            await asyncio.wait(list(self._closing), timeout=5)
+
+    async def open(self, name: str, method: str, url: str, headers: dict[str, str], content: bytes | None) -> httpx.Response:
+        """Send the request; return the response with its body still to read. A connection the
+        server closed while it sat in the pool (the server restarted) is retried once, on a
+        fresh client; a refused connection is not."""
+        for attempt in (1, 2):
+            client = self.client(name)
+            request = client.build_request(method, url, headers=headers, content=content)
+            try:
+                return await client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise BeforeFirstByte(f"cannot connect to {url}: {_why(exc)}") from None
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                self.drop(name)
+                if attempt == 2:
+                    raise BeforeFirstByte(f"the server closed the connection without answering: {_why(exc)}") from None
+            except httpx.TimeoutException:
+                raise UpstreamTimeout(f"{name}: no answer from {url} in time (serve --upstream-timeout)",
+                                      profile=name) from None
+        raise AssertionError("unreachable")
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+async def read_body(resp: httpx.Response) -> bytes:
+    """The whole (raw, undecoded) body; the response is closed afterwards."""
+    try:
+        return b"".join([chunk async for chunk in resp.aiter_raw()])
+    finally:
+        await resp.aclose()
+
+
+def relay_headers(resp: httpx.Response, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    out = [(k.lower(), v) for k, v in resp.headers.raw if k.lower() not in HOP_HEADERS]
+    return out + extra
+
+
+def sse_error(message: str, profile: str) -> bytes:
+    err = {"error": {"message": message, "type": "upstream_error", "code": 502, "profile": profile}}
+    return b"data: " + json.dumps(err).encode() + b"\n\n"
+
+
+def usage_of(obj: Any) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens from an answer's ``usage``, else llama-server's ``timings``."""
+    if not isinstance(obj, dict):
+        return None, None
+    usage = obj.get("usage")
+    if isinstance(usage, dict) and (usage.get("prompt_tokens") is not None or usage.get("completion_tokens")):
+        return usage.get("prompt_tokens"), usage.get("completion_tokens")
+    t = obj.get("timings")
+    if isinstance(t, dict):
+        prompt = (t.get("prompt_n") or 0) + (t.get("cache_n") or 0)
+        return prompt or None, t.get("predicted_n")
+    return None, None
+
+
+def usage_from_sse(tail: bytes) -> tuple[int | None, int | None]:
+    """Token counts from the last events of a stream (the final chunk carries them)."""
+    for line in reversed(tail.split(b"\n")):
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if not data.startswith(b"{") or (b'"usage"' not in data and b'"timings"' not in data):
+            continue
+        try:
+            found = usage_of(json.loads(data))
+        except ValueError:
+            continue
+        if found != (None, None):
+            return found
+    return None, None
+
+
+async def wait_disconnect(receive: Callable) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class ProxyStream:
+    """An ASGI response that relays an upstream event stream chunk by chunk, as it arrives.
+
+    Ends: the upstream finishes (``ok``); the upstream breaks (an error event is sent:
+    ``upstream_error``); the client goes away (``client_gone``: the upstream request is closed
+    at once, which cancels the generation). Whatever happens, even if it is never sent, the
+    lease is released and ``on_end(outcome, tail)`` is called exactly once.
+    """
+
+    def __init__(self, upstream: httpx.Response, lease: Lease, headers: list[tuple[bytes, bytes]],
+                 on_end: Callable[[str, bytes], None]) -> None:
+        self.upstream, self.lease, self.headers, self.on_end = upstream, lease, headers, on_end
+        self._ended = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        tail = bytearray()
+        outcome = "client_gone"
+        try:
+            await send({"type": "http.response.start", "status": self.upstream.status_code, "headers": self.headers})
+            pump = asyncio.ensure_future(self._pump(send, tail))
+            watch = asyncio.ensure_future(wait_disconnect(receive))
+            try:
+                done, _ = await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                pump.cancel()
+                watch.cancel()
+                results = await asyncio.gather(pump, watch, return_exceptions=True)
+            if pump in done and isinstance(results[0], str):
+                outcome = results[0]
+            elif bytes(tail).rstrip().endswith(b"data: [DONE]"):
+                outcome = "ok"  # the client left after the last event, before the upstream's end
+        finally:
+            await self.close(outcome, bytes(tail))
+
+    async def _pump(self, send, tail: bytearray) -> str:
+        outcome = "ok"
+        try:
+            async for chunk in self.upstream.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                tail += chunk
+                if len(tail) > TAIL_BYTES:
+                    del tail[:-TAIL_BYTES]
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            outcome = "upstream_error"
+            name = self.lease.name
+            message = f"{name}: the server stopped in the middle of the answer ({_why(exc)})"
+            sep = b"" if not tail or tail.endswith(b"\n\n") else b"\n\n"
+            await send({"type": "http.response.body", "body": sep + sse_error(message, name), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return outcome
+
+    async def close(self, outcome: str = "client_gone", tail: bytes = b"") -> None:
+        """Close the upstream, release the lease, report (once)."""
+        if self._ended:
+            return
+        self._ended = True
+        cancelled = False
+        try:
+            await asyncio.shield(self.upstream.aclose())
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:  # noqa: BLE001 - closing a broken stream
+            pass
+        finally:
+            self.lease.release()
+            self.on_end(outcome, tail)
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+def now() -> float:
+    return time.monotonic()

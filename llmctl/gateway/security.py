@@ -1,0 +1,74 @@
+"""The gateway's own API key: where it comes from, when it is required, how it is checked.
+
+- Bound to loopback (127.0.0.0/8, ::1, localhost), no key is needed; a key that is set is
+  still required.
+- Bound anywhere else, a key is required: ``LLMCTL_GATEWAY_KEY`` or ``--api-key-file`` (a file
+  that only its owner can read, like ssh keys).
+- Clients send ``Authorization: Bearer KEY`` (what the OpenAI clients send with ``api_key=``).
+  ``GET /health`` needs no key. The key a client sends never goes upstream: the gateway sends
+  each server its own key (the profile's ``api_key_env``) and never returns it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import stat
+from pathlib import Path
+
+from ..errors import UsageError
+
+KEY_ENV = "LLMCTL_GATEWAY_KEY"
+OPEN_PATHS = ("/health",)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_key_file(path: str | Path) -> str:
+    """The key in ``path`` (first line); refused if others can read the file."""
+    p = Path(path).expanduser()
+    try:
+        mode = p.stat().st_mode
+        text = p.read_text()
+    except OSError as exc:
+        raise UsageError(f"--api-key-file {p}: {exc.strerror or exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UsageError(f"--api-key-file {p}: readable by others (mode {stat.S_IMODE(mode):o}); "
+                         f"run `chmod 600 {p}`")
+    key = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not key:
+        raise UsageError(f"--api-key-file {p} is empty")
+    return key
+
+
+def resolve_key(host: str, key_file: str | Path | None = None, env: dict | None = None) -> str | None:
+    """The key clients must send: from the file, else ``$LLMCTL_GATEWAY_KEY``; required (else
+    UsageError) when ``host`` is not loopback."""
+    env = os.environ if env is None else env
+    key = read_key_file(key_file) if key_file else (env.get(KEY_ENV) or None)
+    check_binding(host, key)
+    return key
+
+
+def check_binding(host: str, key: str | None) -> None:
+    if key is None and not is_loopback(host):
+        raise UsageError(f"binding {host} makes the gateway reachable from other machines: set an API key "
+                         f"with ${KEY_ENV} or --api-key-file (clients then send `Authorization: Bearer KEY`)")
+
+
+def authorized(headers: list[tuple[bytes, bytes]], key: str) -> bool:
+    """True when the ASGI headers carry ``Authorization: Bearer KEY`` (compared in constant time)."""
+    want = b"bearer " + key.encode()
+    for name, value in headers:
+        if name == b"authorization":
+            v = value.strip()
+            return len(v) == len(want) and v[:7].lower() == b"bearer " and hmac.compare_digest(v[7:], want[7:])
+    return False
