@@ -47,6 +47,24 @@ def raw_ready(binary: str, model: Path, port: int) -> float:
         proc.wait()
 
 
+def raw_both(binary: str, models: dict[str, Path], ports: dict[str, int]) -> float:
+    """Both servers started at once without llmctl, until both answer 200: the baseline for
+    `up a b` on a machine whose cores the two loads share."""
+    import threading
+
+    times = {}
+
+    def one(n: str) -> None:
+        times[n] = raw_ready(binary, models[n], ports[n])
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return max(times.values())
+
+
 def cli(*args: str, env: dict) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "llmctl", *args], env=env, check=True,
@@ -99,7 +117,7 @@ def main() -> int:
     raw = {n: [] for n in m}
     up = {n: [] for n in m}
     lag = {n: [] for n in m}
-    both = []
+    both, raw_pair = [], []
     for _ in range(a.rounds):
         for n in ("light", "heavy"):
             raw[n].append(raw_ready(binary, m[n], ports[n]))
@@ -109,6 +127,7 @@ def main() -> int:
             cli("down", n, env=env)
         both.append(cli("up", "heavy", "light", env=env))
         cli("down", env=env)
+        raw_pair.append(raw_both(binary, m, ports))
     print(f"machine: {os.cpu_count()} cores; rounds: {a.rounds}; medians")
     for n in ("light", "heavy"):
         r, u, g = statistics.median(raw[n]), statistics.median(up[n]), statistics.median(lag[n])
@@ -117,8 +136,11 @@ def main() -> int:
               f"(goal <= 100 ms)")
     slower = max(statistics.median(up["light"]), statistics.median(up["heavy"]))
     b = statistics.median(both)
+    rp = statistics.median(raw_pair)
     print(f"up heavy light {b * 1000:7.0f} ms   slower alone {slower * 1000:7.0f} ms   "
           f"ratio {b / slower:.3f}   (goal: <= 1.15)")
+    print(f"               both raw servers at once, no llmctl: {rp * 1000:7.0f} ms   "
+          f"`up heavy light` / that {b / rp:.3f}   (the two loads share {os.cpu_count()} cores)")
     return 0
 
 
