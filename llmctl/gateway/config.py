@@ -34,9 +34,6 @@ class GatewayConfig:
 
     @property
     def url(self) -> str:
-        host = self.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        from ..profiles.schema import client_url
+
+        return client_url(self.host, self.port)

@@ -29,6 +29,16 @@ def _f(default: Any = None, help: str = "", factory: Any = None) -> Any:
 REQUIRED = object()  # default of keys the YAML must give
 
 
+def client_url(host: str, port: int) -> str:
+    """The URL a local client uses for a server bound to ``host:port`` (a wildcard bind is
+    reached on loopback)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 class Located:
     """Mixin for things read from a file: ``source`` and per-key ``lines``."""
 
@@ -160,12 +170,7 @@ class Profile(Located):
 
     @property
     def url(self) -> str:
-        host = self.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return client_url(self.host, self.port)
 
     @property
     def effective_start_timeout(self) -> float:
