@@ -137,8 +137,9 @@ class Supervisor:
             return
         from ..gpu.budget import MIB, check_fits
 
-        live = [e for e in self.status() if e.state in LIVE_STATES and e.name not in names]
-        to_start = [n for n in names if n not in {e.name for e in self.status(names) if e.state in LIVE_STATES}]
+        entries = self.status(list(self.config.profiles))
+        live = [e for e in entries if e.state in LIVE_STATES and e.name not in names]
+        to_start = [n for n in names if n not in {e.name for e in entries if e.state in LIVE_STATES}]
         running = {}
         for e in live:
             prof = self.config.profiles.get(e.name)
