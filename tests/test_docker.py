@@ -129,6 +129,8 @@ def test_lifecycle_against_stand_in_docker(tmp_path, fake_docker, ports):
     assert f"127.0.0.1:{port}:{port}" in run[0]
     [st] = json.loads(cli("status", "--json", env=env).stdout)
     assert st["state"] == "running"
+    assert st["container"]["name"] == "llmctl-light" and st["container"]["Running"] is True
+    assert ["inspect", "llmctl-light"] in calls(fake_docker)  # state asked of docker, by name
     r = cli("logs", "light", "-n", "5", env=env)
     assert r.returncode == 0 and "misbehaving server pid" in r.stdout
     assert ["logs", "--tail", "5", "llmctl-light"] in calls(fake_docker)

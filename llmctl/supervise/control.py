@@ -50,6 +50,7 @@ class StatusEntry:
     next_try_in_s: float | None = None
     log: str | None = None
     log_tail: list[str] | None = None  #: last log lines, when failed
+    container: dict | None = None  #: docker launcher: the container's State from `docker inspect`
     vram_mib: int | None = None  #: GPU memory of the server and its children (nvidia-smi/rocm-smi)
     gpus: list[int] | None = None  #: indexes of the GPUs it uses, where the tool says
 
@@ -415,11 +416,30 @@ class Supervisor:
             e.pid = st.pid
             if st.state in ("running", "unhealthy") and st.started_mono is not None and _same_boot(st):
                 e.uptime_s = round(max(0.0, time.monotonic() - st.started_mono), 3)
+        if st.state in LIVE_STATES or st.pid:
+            e.container = _container_state(self.paths, name)
         if e.state == "failed" and st.log:
             e.log_tail = tail(st.log, 10).splitlines()
         if st.state == "backoff" and st.next_try_wall:
             e.next_try_in_s = round(max(0.0, st.next_try_wall - time.time()), 1)
         return e
+
+
+def _container_state(paths: Paths, name: str) -> dict | None:
+    """For a docker-launched server: Running, Status, ExitCode, OOMKilled from `docker inspect`."""
+    try:
+        spec = LaunchSpec.read(paths.spec_file(name))
+    except (OSError, ValueError, TypeError):
+        return None
+    if spec.launcher != "docker":
+        return None
+    from ..engines import docker
+
+    state = docker.inspect(spec.docker_command, spec.container)
+    if state is None:
+        return {"name": spec.container, "exists": False}
+    keep = ("Status", "Running", "ExitCode", "OOMKilled", "StartedAt")
+    return {"name": spec.container, "exists": True, **{k: state.get(k) for k in keep if k in state}}
 
 
 def _add_gpu_usage(entries: list[StatusEntry]) -> None:
