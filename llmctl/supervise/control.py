@@ -181,11 +181,14 @@ class Supervisor:
                 os.close(fd)
             raise
         t0 = time.monotonic()
-        for name, fd in locks.items():
+        starters = []
+        for name, fd in locks.items():  # all keepers start at once; then reap their first processes
             try:
-                self._spawn_keeper(by_name[name], fd, adopt.get(name))
+                starters.append(self._spawn_keeper(by_name[name], fd, adopt.get(name)))
             finally:
                 os.close(fd)
+        for proc in starters:
+            proc.wait()  # each forks its keeper and exits at once
         try:
             waited = self._wait_ready(list(locks), t0, progress)
         except KeyboardInterrupt:
@@ -233,7 +236,7 @@ class Supervisor:
                     who = f"llmctl's own server {other!r} ({who}); `llmctl down {other}` stops it"
         raise PortInUse(f"{name}: port {spec.port} on {spec.host} is in use by {who}", name=name)
 
-    def _spawn_keeper(self, spec: LaunchSpec, lock_fd: int, adopt: ProcId | None = None) -> None:
+    def _spawn_keeper(self, spec: LaunchSpec, lock_fd: int, adopt: ProcId | None = None) -> subprocess.Popen:
         name = spec.name
         spec_path, log = self.paths.spec_file(name), self.paths.log_file(name)
         spec.write(spec_path)
@@ -249,9 +252,8 @@ class Supervisor:
             if adopt is not None:
                 argv += ["--adopt", str(adopt.pid), repr(adopt.create_time)]
             env = dict(os.environ, LLMCTL_KEEPER="1")
-            proc = subprocess.Popen(argv, pass_fds=(lock_fd,), start_new_session=True, env=env,
+            return subprocess.Popen(argv, pass_fds=(lock_fd,), start_new_session=True, env=env,
                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd="/")
-            proc.wait()  # the first process forks the keeper and exits at once
         finally:
             os.close(logf)
 
