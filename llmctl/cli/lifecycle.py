@@ -134,7 +134,7 @@ def logs(name: NameArg,
          lines: Annotated[int, typer.Option("-n", "--lines", help="Lines to show from the end.")] = 50) -> None:
     """Print a server's log: its output plus the notes of its keeper."""
     from ..paths import Paths
-    from ..supervise.control import tail
+    from ..supervise.status import tail
     from ..errors import UnknownProfile
 
     paths = Paths.from_env()

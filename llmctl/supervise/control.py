@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -23,39 +23,9 @@ from .identity import ProcId
 from .locks import is_held, try_lock
 from .spec import LaunchSpec
 from .state import ServerState, read_state, write_state
+from .status import LIVE_STATES, StatusEntry, add_gpu_usage, entry, tail
 
-LIVE_STATES = ("starting", "running", "unhealthy", "backoff")
 Progress = Callable[[str, str, float], None]
-
-
-@dataclass
-class StatusEntry:
-    """One row of `status` (the JSON fields are a contract)."""
-
-    name: str
-    engine: str
-    state: str
-    pid: int | None
-    port: int | None
-    url: str | None
-    model: str | None
-    uptime_s: float | None
-    restarts: int
-    exit_code: int | None
-    exit_signal: int | None
-    health: str | None
-    message: str = ""
-    supervised: bool = False  #: a keeper is alive for it
-    defined: bool = True  #: present in the loaded profiles
-    next_try_in_s: float | None = None
-    log: str | None = None
-    log_tail: list[str] | None = None  #: last log lines, when failed
-    container: dict | None = None  #: docker launcher: the container's State from `docker inspect`
-    vram_mib: int | None = None  #: GPU memory of the server and its children (nvidia-smi/rocm-smi)
-    gpus: list[int] | None = None  #: indexes of the GPUs it uses, where the tool says
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -73,23 +43,6 @@ class StopResult:
     outcome: str  #: stopped | not-running
     killed: bool = False  #: SIGKILL was needed
     pids: list[int] = field(default_factory=list)
-
-
-def tail(path: str | Path, n: int = 30) -> str:
-    """The last ``n`` lines of a file (read from the end; logs can be large)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            block, data = 8192, b""
-            while size > 0 and data.count(b"\n") <= n:
-                step = min(block, size)
-                size -= step
-                f.seek(size)
-                data = f.read(step) + data
-        return "\n".join(data.decode(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 class Supervisor:
@@ -385,88 +338,9 @@ class Supervisor:
             for n in names:
                 if n not in self.config.profiles and not self.paths.state_file(n).exists():
                     self.config.profile(n)  # raises UnknownProfile with the known names
-        entries = [self._entry(n) for n in dict.fromkeys(names)]
-        _add_gpu_usage(entries)
+        entries = [entry(self.config, self.paths, n) for n in dict.fromkeys(names)]
+        add_gpu_usage(entries)
         return entries
-
-    def _entry(self, name: str) -> StatusEntry:
-        prof = self.config.profiles.get(name)
-        st = read_state(self.paths.state_file(name), name)
-        held = is_held(self.paths.lock_file(name))
-        e = StatusEntry(name=name, engine=prof.engine if prof else "", state="stopped", pid=None,
-                        port=prof.port if prof else None, url=prof.url if prof else None,
-                        model=prof.model if prof else None, uptime_s=None, restarts=0, exit_code=None,
-                        exit_signal=None, health=None, supervised=held, defined=prof is not None)
-        if st is None:
-            if held:
-                e.state, e.message = "starting", "keeper alive; state not written yet"
-            return e
-        e.engine = st.engine or e.engine
-        e.restarts, e.exit_code, e.exit_signal = st.restarts, st.exit_code, st.exit_signal
-        e.message, e.log = st.message, st.log or None
-        e.state = st.state
-        if st.state in LIVE_STATES or st.pid:
-            e.port, e.url, e.model, e.health = st.port, st.url, st.model, st.health
-        server = ProcId(st.pid, st.pid_create_time) if st.pid and st.pid_create_time else None
-        server_alive = bool(server and server.alive())
-        if st.state in LIVE_STATES and not held:
-            if server_alive:
-                e.message = f"keeper not running: the server is unsupervised; `llmctl down {name}` stops it"
-            else:
-                e.state, e.message = "failed", "keeper and server are gone (killed outside llmctl?)"
-        if server_alive:
-            e.pid = st.pid
-            if st.state in ("running", "unhealthy") and st.started_mono is not None and _same_boot(st):
-                e.uptime_s = round(max(0.0, time.monotonic() - st.started_mono), 3)
-        if st.state in LIVE_STATES or st.pid:
-            e.container = _container_state(self.paths, name)
-        if e.state == "failed" and st.log:
-            e.log_tail = tail(st.log, 10).splitlines()
-        if st.state == "backoff" and st.next_try_wall:
-            e.next_try_in_s = round(max(0.0, st.next_try_wall - time.time()), 1)
-        return e
-
-
-def _container_state(paths: Paths, name: str) -> dict | None:
-    """For a docker-launched server: Running, Status, ExitCode, OOMKilled from `docker inspect`."""
-    try:
-        spec = LaunchSpec.read(paths.spec_file(name))
-    except (OSError, ValueError, TypeError):
-        return None
-    if spec.launcher != "docker":
-        return None
-    from ..engines import docker
-
-    state = docker.inspect(spec.docker_command, spec.container)
-    if state is None:
-        return {"name": spec.container, "exists": False}
-    keep = ("Status", "Running", "ExitCode", "OOMKilled", "StartedAt")
-    return {"name": spec.container, "exists": True, **{k: state.get(k) for k in keep if k in state}}
-
-
-def _add_gpu_usage(entries: list[StatusEntry]) -> None:
-    """Fill vram_mib/gpus of live servers from nvidia-smi or rocm-smi, when either exists."""
-    live = [e for e in entries if e.pid]
-    if not live:
-        return
-    import shutil
-
-    if not (shutil.which("nvidia-smi") or shutil.which("rocm-smi")):
-        return
-    import psutil
-
-    from ..gpu.probe import probe
-
-    report = probe()
-    for e in live:
-        pids = {e.pid}
-        try:
-            pids |= {c.pid for c in psutil.Process(e.pid).children(recursive=True)}
-        except psutil.Error:
-            pass
-        e.vram_mib, gpus = report.usage_of(pids)
-        e.gpus = gpus or None
-
 
 def _wait_released(lock: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
@@ -475,12 +349,6 @@ def _wait_released(lock: Path, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return True
-
-
-def _same_boot(st: ServerState) -> bool:
-    import psutil
-
-    return st.boot_time is None or abs(psutil.boot_time() - st.boot_time) < 5
 
 
 def _keeper_of(st: ServerState | None, state_path: Path):
