@@ -22,6 +22,15 @@ from .util import port_is_free
 HELPER = str(Path(__file__).parent / "helpers" / "misbehaving_server.py")
 
 
+def mine(p: psutil.Process) -> bool:
+    """Started under this test's LLMCTL_HOME (keepers pass their environment down), so that a
+    test run beside this one cannot confuse the scans below."""
+    try:
+        return p.environ().get("LLMCTL_HOME") == os.environ["LLMCTL_HOME"]
+    except psutil.Error:
+        return False
+
+
 def spec(name: str, port: int, *flags: str, **kw) -> LaunchSpec:
     kw.setdefault("start_timeout", 15)
     kw.setdefault("stop_timeout", 2)
@@ -50,7 +59,7 @@ def test_waits_through_503_and_stops_whole_tree(ports):
     wait_for(lambda: len(json.loads(Path(st.log).with_name("..").resolve().joinpath(
         "state", "a.json").read_text())["members"]) == 2, what="members recorded")
     tree = [server] + server.children(recursive=True)
-    escaped = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1001"]]
+    escaped = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "1001"] and mine(p)]
     assert len(tree) >= 2 and escaped
     [stop] = sup.stop(["a"])
     assert stop.outcome == "stopped"
@@ -313,7 +322,8 @@ def test_fault_07_forking_server_leaves_nothing_via_cli(tmp_path, ports):
     env = fault_profiles(tmp_path, port, "--fork-child --setsid-child")
     assert cli("up", "srv", env=env).returncode == 0
     time.sleep(2.5)  # the keeper records the server's descendants every 2 s
-    sleeps = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] in (["sleep", "1000"], ["sleep", "1001"])]
+    sleeps = [p for p in psutil.process_iter(["cmdline"])
+              if p.info["cmdline"] in (["sleep", "1000"], ["sleep", "1001"]) and mine(p)]
     assert len(sleeps) >= 2
     assert cli("down", "srv", env=env).returncode == 0
     assert not [p for p in sleeps if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -304,8 +304,14 @@ def test_ctrl_c_exits_130_and_leaves_nothing(env, mode):
     assert b"interrupted" in proc.stderr.read()
     time.sleep(0.3)
     me = psutil.Process()
+    def mine(p: psutil.Process) -> bool:  # not a llama-completion of a test run beside this one
+        try:
+            return p.environ().get("LLMCTL_HOME") == os.environ["LLMCTL_HOME"]
+        except psutil.Error:
+            return False
+
     left = [p for p in psutil.process_iter(["cmdline"]) if "llama-completion" in " ".join(p.info["cmdline"] or [])
-            and p.info["cmdline"] and "Write a very long story." in p.info["cmdline"]]
+            and p.info["cmdline"] and "Write a very long story." in p.info["cmdline"] and mine(p)]
     assert not left, left
     assert me.is_running()
     d = run_json("--task", "chat", "--mode", "server", "hi", env=env)  # the server still answers

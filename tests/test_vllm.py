@@ -38,13 +38,15 @@ def tiny_llama(vllm_python, tmp_path_factory) -> Path:
 
 
 def vllm_family(since: float) -> list[psutil.Process]:
+    """vLLM processes started by this test (they inherit its LLMCTL_HOME through the keeper)."""
+    home = os.environ["LLMCTL_HOME"]
     out = []
     for p in psutil.process_iter(["cmdline", "name", "create_time"]):
         try:
             text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
             if p.info["create_time"] >= since and ("VLLM::" in text or "vllm.entrypoints" in text
                                                    or "resource_tracker" in text) \
-                    and p.status() != psutil.STATUS_ZOMBIE:
+                    and p.status() != psutil.STATUS_ZOMBIE and p.environ().get("LLMCTL_HOME") == home:
                 out.append(p)
         except psutil.Error:
             continue
