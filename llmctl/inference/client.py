@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import EngineError, NoServerAvailable, RequestTimeout
 from . import http
@@ -61,6 +62,19 @@ def _error_text(raw: bytes, reason: str) -> str:
         return raw.decode(errors="replace").strip()[:500] or reason
 
 
+@contextmanager
+def _reading(resp: http.Response, name: str, what: str) -> Iterator[None]:
+    """Read an answer: a timeout or a broken connection becomes the llmctl error; always close."""
+    try:
+        yield
+    except http.Timeout:
+        raise RequestTimeout(f"{name}: {what} within the timeout", profile=name) from None
+    except OSError as exc:
+        raise EngineError(f"{name}: the connection broke while reading the answer: {exc}", profile=name) from None
+    finally:
+        resp.close()
+
+
 def stream_chat(req: HttpRequest, *, name: str, deadline: float | None = None,
                 on_text: Callable[[str], None] | None = None) -> ChatResult:
     """POST a streaming chat completion; hand each piece of answer text to ``on_text`` as it
@@ -69,7 +83,7 @@ def stream_chat(req: HttpRequest, *, name: str, deadline: float | None = None,
     res = ChatResult()
     parts: list[str] = []
     reasoning: list[str] = []
-    try:
+    with _reading(resp, name, "the answer did not finish"):
         for line in resp.lines():
             if not line.startswith(b"data:"):
                 continue
@@ -105,12 +119,6 @@ def stream_chat(req: HttpRequest, *, name: str, deadline: float | None = None,
                 t = obj["timings"]
                 res.timings = {k: t[k] for k in ("prompt_n", "prompt_ms", "prompt_per_second", "predicted_n",
                                                  "predicted_ms", "predicted_per_second", "cache_n") if k in t}
-    except http.Timeout:
-        raise RequestTimeout(f"{name}: the answer did not finish within the timeout", profile=name) from None
-    except OSError as exc:
-        raise EngineError(f"{name}: the connection broke while reading the answer: {exc}", profile=name) from None
-    finally:
-        resp.close()
     res.text = "".join(parts)
     res.reasoning = "".join(reasoning)
     return res
@@ -119,14 +127,8 @@ def stream_chat(req: HttpRequest, *, name: str, deadline: float | None = None,
 def post_json(req: HttpRequest, *, name: str, deadline: float | None = None) -> dict:
     """POST and return the JSON answer (embeddings)."""
     resp = _send(req, deadline, name)
-    try:
+    with _reading(resp, name, "no answer"):
         raw = resp.read()
-    except http.Timeout:
-        raise RequestTimeout(f"{name}: no answer within the timeout", profile=name) from None
-    except OSError as exc:
-        raise EngineError(f"{name}: the connection broke while reading the answer: {exc}", profile=name) from None
-    finally:
-        resp.close()
     try:
         return json.loads(raw)
     except ValueError:
