@@ -16,7 +16,6 @@ import os
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -256,32 +255,17 @@ def _pull_locked(ref: ModelRef, paths: Paths, revision: str | None, force: bool,
         results[f.path] = (part, res)
         return res
 
-    if len(todo) <= 1:
-        for f in todo:
-            one(f)
-    else:
-        pool = ThreadPoolExecutor(max_workers=min(PARALLEL_FILES, len(todo)))
-        futures = [pool.submit(one, f) for f in todo]
-        try:
-            errors = []
-            for fut in futures:
-                try:
-                    fut.result()
-                except BaseException as exc:  # noqa: BLE001 - collected, the first is raised
-                    cancel.set()
-                    errors.append(exc)
-            if errors:
-                from .transfer import Cancelled
+    def interrupted() -> str:
+        from .transfer import partial_paths
 
-                raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
-        except KeyboardInterrupt:
-            cancel.set()
-            from ..errors import Interrupted
+        kept_now = sum(p.stat().st_size for p in (partial_paths(work, f.path)[0] for f in todo) if p.exists())
+        return (f"interrupted: {human(kept_now)} of {human(sum(f.size for f in todo))} kept in {work}; "
+                f"the same `llmctl pull` resumes it")
 
-            raise Interrupted("interrupted: the partial files are kept; the same `llmctl pull` resumes them") \
-                from None
-        finally:
-            pool.shutdown(wait=True)
+    from .workers import run_all
+
+    run_all([lambda f=f: one(f) for f in todo], PARALLEL_FILES, cancel,
+            on_slow_stop=progress.message, interrupted_message=interrupted)
 
     # every file is verified: move them in place, drop files of an earlier revision that this
     # one does not have, and the work area; the manifest comes last

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ChecksumMismatch, HubUnreachable, Interrupted, NotEnoughSpace
+from ..errors import ChecksumMismatch, HubUnreachable, NotEnoughSpace
 from .hub import RemoteFile, hub_errors, locate
 
 _READ = 8 * 1024 * 1024
@@ -185,9 +185,6 @@ def fetch(repo: str, revision: str, f: RemoteFile, work: Path, *, on_start: Call
                     with hub_errors(repo, revision, f.path):
                         http_get(loc.url, sink, resume_size=have, headers=loc.headers, expected_size=f.size,
                                  displayed_filename=f.path, tqdm_class=silent_tqdm)
-            except KeyboardInterrupt:
-                raise Interrupted(f"interrupted: {part.stat().st_size / 1e6:.1f} of {f.size / 1e6:.1f} MB of "
-                                  f"{f.path} kept; the same `llmctl pull` resumes it") from None
             finally:
                 hasher.stop()
     except OSError as exc:  # from the transfer, or from flushing the file
