@@ -1,4 +1,5 @@
-"""The `llmctl` command: assembly only. Each command group lives in its own module."""
+"""The `llmctl` command: the root options. Each command group lives in its own module, named
+in llmctl/cli/lazy.py, which converts a command only when it is used."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import bench_cmd, completion_cmd, doctor_cmd, lifecycle, models_cmd, profiles_cmd, run_cmd, serve_cmd
 from .common import STATE
+from .lazy import LazyGroup
 
-app = typer.Typer(rich_markup_mode=None, 
+app = typer.Typer(
+    cls=LazyGroup,  # the commands (llmctl/cli/lazy.py WHERE) are converted when used
+    rich_markup_mode=None,
     name="llmctl",
     help="Run local LLM servers (llama.cpp, vLLM) from YAML profiles: up, down, status, logs.",
     no_args_is_help=True,
@@ -38,14 +41,6 @@ def main_options(
     STATE.files = list(file) if file else None
 
 
-lifecycle.register(app)
-app.add_typer(profiles_cmd.app, name="profiles")
-models_cmd.register(app)
-run_cmd.register(app)
-serve_cmd.register(app)
-doctor_cmd.register(app)
-bench_cmd.register(app)
-completion_cmd.register(app)
 
 
 def main() -> None:

@@ -32,5 +32,4 @@ def bench(names: NamesArg,
                 r.total_ms, r.error or ""] for r in rows])
 
 
-def register(app: typer.Typer) -> None:
-    app.command("bench")(handle_errors(bench))
+COMMANDS = {"bench": handle_errors(bench)}

@@ -110,5 +110,4 @@ def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")],
         out.hint("bash-completion loads it in new shells (package bash-completion); or: source " + str(path))
 
 
-def register(app: typer.Typer) -> None:
-    app.command("completion")(handle_errors(completion))
+COMMANDS = {"completion": handle_errors(completion)}

@@ -96,5 +96,4 @@ def doctor(json: JsonOpt = False) -> None:
         out.text(f"{k}: {v}")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("doctor")(handle_errors(doctor))
+COMMANDS = {"doctor": handle_errors(doctor)}

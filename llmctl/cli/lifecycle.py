@@ -213,6 +213,4 @@ def plan(names: NamesArg,
         out.info(f"note: {n}")
 
 
-def register(app: typer.Typer) -> None:
-    for fn in (up, down, restart, status, logs, plan):
-        app.command(fn.__name__)(handle_errors(fn))
+COMMANDS = {fn.__name__: handle_errors(fn) for fn in (up, down, restart, status, logs, plan)}

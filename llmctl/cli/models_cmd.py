@@ -183,7 +183,4 @@ def catalog(json: JsonOpt = False) -> None:
               [[e.alias, e.repo, e.quant or "(whole repo)", e.engine, e.description] for e in entries])
 
 
-def register(root: typer.Typer) -> None:
-    root.command("pull")(handle_errors(pull))
-    root.command("import")(handle_errors(import_))
-    root.add_typer(app, name="models")
+COMMANDS = {"pull": handle_errors(pull), "import": handle_errors(import_), "models": app}

@@ -72,3 +72,6 @@ def validate(json: JsonOpt = False) -> None:
     if not cfg.files:
         out.warn("no profile files found (see `llmctl --help` for where they are looked for)")
     out.text(f"ok: {len(cfg.profiles)} profile(s), {len(cfg.tasks)} task(s) in {len(cfg.files)} file(s)")
+
+
+COMMANDS = {"profiles": app}

@@ -134,8 +134,4 @@ def tasks_list(json: JsonOpt = False) -> None:
     out.table(["task", "profile", "fallback", "now", "parameters", "description"], table)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the commands of this group to the app."""
-    app.command("run")(handle_errors(run))
-    app.command("embed")(handle_errors(embed))
-    app.add_typer(tasks_app, name="tasks")
+COMMANDS = {"run": handle_errors(run), "embed": handle_errors(embed), "tasks": tasks_app}

@@ -84,6 +84,4 @@ def serve(
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
-def register(app: typer.Typer) -> None:
-    """Add the commands of this group to the app."""
-    app.command("serve")(handle_errors(serve))
+COMMANDS = {"serve": handle_errors(serve)}
