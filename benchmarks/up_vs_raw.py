@@ -126,6 +126,7 @@ def main() -> int:
             lag[n].append(after)
             cli("down", n, env=env)
         both.append(cli("up", "heavy", "light", env=env))
+        print(f"round: up heavy light {both[-1] * 1000:.0f} ms", file=sys.stderr)
         cli("down", env=env)
         raw_pair.append(raw_both(binary, m, ports))
     print(f"machine: {os.cpu_count()} cores; rounds: {a.rounds}; medians")

@@ -371,6 +371,39 @@ def test_fault_09_corrupt_or_empty_state_while_running(tmp_path, ports):
     assert r.returncode == 0 and not helper_procs(port)
 
 
+def test_one_up_keeps_its_servers_in_one_session_and_down_finds_each_keeper(tmp_path, ports):
+    """The servers of one `up` share one new session (one scheduling group under Linux's
+    sched_autogroup: separate sessions made two CPU servers load 2-4x slower on 2 cores), each
+    in its own process group, under its own keeper. With its state file corrupt, `down a`
+    still finds a's keeper among keepers that share a command line, and leaves b alone."""
+    pa, pb = ports(), ports()
+    model = tmp_path / "dummy.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 28)
+    f = tmp_path / "two.yaml"
+    f.write_text("profiles:\n" + "".join(
+        f"  {n}: {{model: {model}, port: {p}, binary: {HELPER}, stop_timeout: 2}}\n" for n, p in (("a", pa), ("b", pb))))
+    env = {"LLMCTL_PROFILES": str(f)}
+    assert cli("up", "a", "b", env=env).returncode == 0
+    a, b = status_of(env, "a"), status_of(env, "b")
+    assert os.getsid(a["pid"]) == os.getsid(b["pid"]) != os.getsid(0)
+    assert os.getpgid(a["pid"]) == a["pid"] and os.getpgid(b["pid"]) == b["pid"]
+    keepers = {n: psutil.Process(s["pid"]).ppid() for n, s in (("a", a), ("b", b))}
+    assert keepers["a"] != keepers["b"]
+    from llmctl.paths import Paths
+    from llmctl.supervise.control import _keeper_of
+
+    paths = Paths.from_env()
+    for n in ("a", "b"):  # found without the state's record: by command line and the lock it holds
+        assert _keeper_of(None, paths.state_file(n), paths.lock_file(n)).pid == keepers[n]
+    state = paths.state_file("a")
+    state.write_text('{"name": "a", "state": 42')
+    assert cli("down", "a", env=env).returncode == 0
+    assert not helper_procs(pa)
+    after = status_of(env, "b")
+    assert after["state"] == "running" and after["pid"] == b["pid"]
+    assert cli("down", "b", env=env).returncode == 0 and not helper_procs(pb)
+
+
 def test_fault_10_stale_lock_and_state_do_not_block(tmp_path, ports):
     """Fault 10: a leftover lock file and a state saying `running` with dead pids: the kernel
     lock is free, so `up` proceeds; status does not believe the stale record."""

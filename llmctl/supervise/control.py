@@ -134,14 +134,12 @@ class Supervisor:
                 os.close(fd)
             raise
         t0 = time.monotonic()
-        starters = []
-        for name, fd in locks.items():  # all keepers start at once; then reap their first processes
-            try:
-                starters.append(self._spawn_keeper(by_name[name], fd, adopt.get(name)))
+        if locks:
+            try:  # one process, in a new session, forks every keeper and exits at once
+                self._spawn_keepers([(by_name[name], fd, adopt.get(name)) for name, fd in locks.items()]).wait()
             finally:
-                os.close(fd)
-        for proc in starters:
-            proc.wait()  # each forks its keeper and exits at once
+                for fd in locks.values():
+                    os.close(fd)
         try:
             waited = self._wait_ready(list(locks), t0, progress)
         except KeyboardInterrupt:
@@ -189,24 +187,27 @@ class Supervisor:
                     who = f"llmctl's own server {other!r} ({who}); `llmctl down {other}` stops it"
         raise PortInUse(f"{name}: port {spec.port} on {spec.host} is in use by {who}", name=name)
 
-    def _spawn_keeper(self, spec: LaunchSpec, lock_fd: int, adopt: ProcId | None = None) -> subprocess.Popen:
-        name = spec.name
-        spec_path, log = self.paths.spec_file(name), self.paths.log_file(name)
-        spec.write(spec_path)
-        state_path = self.paths.state_file(name)
-        if adopt is None:
-            write_state(state_path, ServerState(name=name, state="starting", engine=spec.engine,
-                                                host=spec.host, port=spec.port, url=spec.url, model=spec.model,
-                                                log=str(log)))
-        logf = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    def _spawn_keepers(self, jobs: list[tuple[LaunchSpec, int, ProcId | None]]) -> subprocess.Popen:
+        """Write each spec (and a `starting` state), then start the process that forks their
+        keepers (llmctl/supervise/keeper.py): one session for all of them."""
+        argv = [sys.executable, "-m", "llmctl.supervise.keeper", "--detach"]
+        for spec, lock_fd, adopt in jobs:
+            name = spec.name
+            spec_path, log = self.paths.spec_file(name), self.paths.log_file(name)
+            spec.write(spec_path)
+            state_path = self.paths.state_file(name)
+            if adopt is None:
+                write_state(state_path, ServerState(name=name, state="starting", engine=spec.engine,
+                                                    host=spec.host, port=spec.port, url=spec.url, model=spec.model,
+                                                    log=str(log)))
+            argv += ["--keep", str(spec_path), str(state_path), str(log), str(lock_fd),
+                     f"{adopt.pid}:{adopt.create_time!r}" if adopt is not None else "-"]
+        # until each keeper points its output at its own log, anything printed goes to the first
+        logf = os.open(self.paths.log_file(jobs[0][0].name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            argv = [sys.executable, "-m", "llmctl.supervise.keeper", str(spec_path), str(state_path),
-                    str(log), "--lock-fd", str(lock_fd), "--detach"]
-            if adopt is not None:
-                argv += ["--adopt", str(adopt.pid), repr(adopt.create_time)]
             env = dict(os.environ, LLMCTL_KEEPER="1")
-            return subprocess.Popen(argv, pass_fds=(lock_fd,), start_new_session=True, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd="/")
+            return subprocess.Popen(argv, pass_fds=tuple(fd for _, fd, _ in jobs), start_new_session=True,
+                                    env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd="/")
         finally:
             os.close(logf)
 
@@ -286,7 +287,7 @@ class Supervisor:
         killed = False
         if is_held(lock):
             was_live = True
-            keeper = _keeper_of(st, state_path)
+            keeper = _keeper_of(st, state_path, lock)
             timeout = (st.stop_timeout if st else 10.0) + 10.0
             if keeper is not None:
                 keeper.send_signal(signal.SIGTERM)
@@ -351,8 +352,10 @@ def _wait_released(lock: Path, timeout: float) -> bool:
     return True
 
 
-def _keeper_of(st: ServerState | None, state_path: Path):
-    """The keeper process, by recorded identity, else by its command line naming our state file."""
+def _keeper_of(st: ServerState | None, state_path: Path, lock: Path):
+    """The keeper process, by recorded identity, else the process with our state file on its
+    command line that holds our lock file open (keepers forked by one `up` share a command
+    line; each keeps only its own lock)."""
     import psutil
 
     if st and st.keeper_pid and st.keeper_create_time:
@@ -362,7 +365,8 @@ def _keeper_of(st: ServerState | None, state_path: Path):
     for proc in psutil.process_iter(["cmdline", "uids"]):
         try:
             cmd = proc.info["cmdline"] or []
-            if "llmctl.supervise.keeper" in cmd and str(state_path) in cmd and proc.info["uids"].real == os.getuid():
+            if "llmctl.supervise.keeper" in cmd and str(state_path) in cmd and proc.info["uids"].real == os.getuid() \
+                    and any(f.path == str(lock) for f in proc.open_files()):
                 return proc
         except (psutil.Error, TypeError):
             continue

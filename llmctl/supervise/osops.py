@@ -6,6 +6,7 @@ import ctypes
 import http.client
 import os
 import subprocess
+import sys
 import time
 
 import psutil
@@ -60,9 +61,11 @@ class OsOps:
             return False
 
     def spawn(self, argv: list[str], env: dict[str, str], log_fd: int) -> ProcId:
-        """Start the server in its own session (its pid is its process-group id)."""
+        """Start the server in its own process group (its pid is the group id), in the keeper's
+        session: see keeper.py on why not a session of its own."""
+        group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                                start_new_session=True, close_fds=True)
+                                close_fds=True, **group)
         proc.returncode = 0  # we reap it ourselves (reap()); keep Popen from complaining later
         ident = ProcId.of(proc.pid)
         return ident or ProcId(proc.pid, time.time())
