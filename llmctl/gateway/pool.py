@@ -43,6 +43,7 @@ log = logging.getLogger("llmctl.gateway")
 
 #: states in which a server holds (or is about to hold, or still holds) its memory
 LIVE = ("starting", "running", "stopping", "recovering")
+SUSPECT_WINDOW = 5.0  #: seconds of state re-reads after a server could not be reached
 _FROM_SUPERVISOR = {"running": "running", "unhealthy": "running", "starting": "recovering",
                     "backoff": "recovering", "stopped": "stopped", "failed": "failed"}
 
@@ -120,6 +121,7 @@ class Pool:
         self._executor: ThreadPoolExecutor | None = None
         self._event: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
+        self._suspect_until = 0.0
         self._reaper: asyncio.Task | None = None
 
     # -- life -----------------------------------------------------------------------------
@@ -432,7 +434,8 @@ class Pool:
             self._wake.clear()
             try:
                 self._idle_pass()
-                if woke or (interval and time.monotonic() - last >= interval):
+                now = time.monotonic()
+                if woke or now < self._suspect_until or (interval and now - last >= interval):
                     last = time.monotonic()
                     await self.refresh()
             except asyncio.CancelledError:
@@ -441,7 +444,9 @@ class Pool:
                 log.exception("gateway reaper")
 
     def suspect(self, name: str) -> None:
-        """A request could not reach ``name``: read the supervisor's state soon."""
+        """A request could not reach ``name``: read the supervisor's state now, and on every
+        tick for a few seconds (its keeper may not have noticed the death yet)."""
+        self._suspect_until = time.monotonic() + SUSPECT_WINDOW
         if self._wake is not None:
             self._wake.set()
 
