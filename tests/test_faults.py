@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from llmctl.errors import PortInUse, StartFailed, StartTimeout
 from llmctl.supervise.control import Supervisor
+from llmctl.supervise.identity import ProcId
 from llmctl.supervise.spec import LaunchSpec
 
 from .util import port_is_free
@@ -191,7 +194,6 @@ def test_state_dir_is_private():
 # engine via the profile's `binary:` (it accepts llama-server's command line) so that each fault
 # happens on cue; cases where the real engine matters use llama-server (test_engine_lifecycle.py).
 # ---------------------------------------------------------------------------------------------
-import subprocess  # noqa: E402
 
 from .util import cli  # noqa: E402
 
@@ -355,6 +357,27 @@ def test_fault_08_reused_pid_never_signalled(tmp_path):
             other_owner.wait()
 
 
+def test_fault_08b_reused_pid_leading_a_new_group_keeps_its_group(tmp_path):
+    """Fault 8, the group half: the recorded server is gone and its pid now belongs to a new
+    process that leads a process group of its own. Neither it nor the members of its group are
+    ever counted as ours (the group scan only runs while the pid is our leader's or free)."""
+    from llmctl.supervise.stop import tree
+
+    stranger = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60; wait"], start_new_session=True)
+    try:
+        wait_for(lambda: len(psutil.Process(stranger.pid).children()) == 2, what="the stranger's children")
+        group = {p.pid for p in psutil.Process(stranger.pid).children()}
+        assert all(os.getpgid(pid) == stranger.pid for pid in group)
+        created = psutil.Process(stranger.pid).create_time()
+        old_server = ProcId(stranger.pid, created - 100)  # same pid, recorded long before
+        assert tree(old_server) == []
+        # while the pid is our own leader's, its group is ours
+        assert {p.pid for p in tree(ProcId(stranger.pid, created))} == group | {stranger.pid}
+    finally:
+        os.killpg(stranger.pid, signal.SIGKILL)
+        stranger.wait()
+
+
 def test_fault_09_corrupt_or_empty_state_while_running(tmp_path, ports):
     """Fault 9: a corrupt or empty state file is moved aside, never trusted; the keeper rewrites
     it; `down` still finds the keeper."""
@@ -402,6 +425,42 @@ def test_one_up_keeps_its_servers_in_one_session_and_down_finds_each_keeper(tmp_
     after = status_of(env, "b")
     assert after["state"] == "running" and after["pid"] == b["pid"]
     assert cli("down", "b", env=env).returncode == 0 and not helper_procs(pb)
+
+
+def test_survivors_of_sigkill_stay_recorded_for_down(tmp_path, ports):
+    """A process that outlives SIGKILL (a hung D-state process; one that cannot be produced on
+    purpose here, so the keeper's stop is wrapped to report a live sleeper as the survivor) is
+    kept in the state's members and named in the log, so `down` scans it and fails (exit 10)
+    instead of reporting a clean stop."""
+    from llmctl.supervise.keeper import Keeper
+    from llmctl.supervise.osops import OsOps
+    from llmctl.supervise.state import read_state
+
+    port = ports()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        survivor = ProcId.of(sleeper.pid)
+
+        class Ops(OsOps):
+            def become_subreaper(self):  # not for the test process itself
+                return False
+
+            def stop(self, leader, members, timeout):
+                return super().stop(leader, members, timeout) + [survivor]
+
+        state, log = tmp_path / "srv.json", tmp_path / "srv.log"
+        keeper = Keeper(spec("srv", port), state, log, Ops())
+        t = threading.Thread(target=keeper.run)
+        t.start()
+        wait_for(lambda: (s := read_state(state, "srv")) and s.state == "running", what="running")
+        keeper.stop_flag = True
+        t.join(30)
+        st = read_state(state, "srv")
+        assert [m[0] for m in st.members] == [sleeper.pid]
+        assert f"processes survived SIGKILL: {sleeper.pid}" in log.read_text()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_fault_10_stale_lock_and_state_do_not_block(tmp_path, ports):

@@ -148,13 +148,13 @@ class Keeper:
             from ..engines import docker
 
             docker.stop(self.spec.docker_command, self.spec.container, self.spec.stop_timeout)
-        ok = self.ops.stop(self.server, self.members, self.spec.stop_timeout)
+        left = self.ops.stop(self.server, self.members, self.spec.stop_timeout)
         for pid, code, sig in self.ops.reap():
             if pid == self.server.pid:
                 self.machine.exit_code, self.machine.exit_signal = code, sig
-        if not ok:
-            self.note("some processes survived SIGKILL")
-        self.server, self.members = None, []
+        if left:  # kept as members: the state says so, and `down` finds them and fails loudly
+            self.note(f"processes survived SIGKILL: {', '.join(str(p.pid) for p in left)}")
+        self.server, self.members = None, left
 
     def on_exit(self, code: int | None, sig: int | None) -> None:
         self.note(f"server exited ({f'signal {sig}' if sig else f'code {code}'})")

@@ -106,15 +106,21 @@ class OsOps:
     def alive(self, proc: ProcId) -> bool:
         return proc.alive()
 
-    def stop(self, leader: ProcId, members: list[ProcId], timeout: float) -> bool:
-        """Stop the tree (including orphans re-parented to us); True if nothing survived."""
+    def stop(self, leader: ProcId, members: list[ProcId], timeout: float) -> list[ProcId]:
+        """Stop the tree (including orphans re-parented to us); what survived (nothing: [])."""
         extra = []
         try:
             extra = psutil.Process().children(recursive=True)
         except psutil.Error:
             pass
         survivors, _ = stop_tree(leader, members, timeout=timeout, extra=extra)
-        return not survivors
+        out = []
+        for p in survivors:
+            try:
+                out.append(ProcId(p.pid, p.create_time()))
+            except psutil.Error:
+                continue
+        return out
 
     def descendants(self, leader: ProcId) -> list[ProcId]:
         """The server's descendants plus our other children (re-parented orphans)."""

@@ -20,9 +20,12 @@ def tree(leader: ProcId | None, members: list[ProcId] = (), extra: list[psutil.P
         found[lead.pid] = lead
         for child in _children(lead):
             found[child.pid] = child
-    if leader is not None:
+    if leader is not None and (lead is not None or not psutil.pid_exists(leader.pid)):
         # Members of the leader's process group. A pgid is not reused while the group has
-        # members, so a process in it that is younger than the leader is one of ours.
+        # members, so a process in it that is younger than the leader is one of ours. But once
+        # the group was empty, the pid may have gone to a new process that leads a group of
+        # its own under the same number: if the pid is taken by anything but our leader, its
+        # group is not ours.
         for proc in psutil.process_iter():
             try:
                 if (proc.pid != leader.pid and os.getpgid(proc.pid) == leader.pid
