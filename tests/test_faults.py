@@ -509,6 +509,30 @@ def test_fault_14_two_cli_ups_at_once_one_server(tmp_path, ports):
     assert cli("down", "srv", env=env).returncode == 0
 
 
+def test_up_of_a_server_another_up_is_starting_waits_for_its_health(tmp_path, ports):
+    """`up NAME` while an earlier `up` is still starting NAME: it starts nothing, waits for the
+    health check like the first, and reports `already running` only once the server answers;
+    if that server is crash-looping instead, it says so (not 0)."""
+    port = ports()
+    env = {**os.environ, **fault_profiles(tmp_path, port, "--ready-after 2")}
+    first = subprocess.Popen([sys.executable, "-m", "llmctl", "up", "srv"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: status_of(env)["state"] == "starting" and status_of(env)["pid"], what="starting")
+    second = cli("up", "srv", env=env)
+    assert second.returncode == 0 and "already running" in second.stdout, second.stderr
+    assert status_of(env)["state"] == "running"  # not before
+    assert first.wait(timeout=60) == 0 and len(helper_procs(port)) == 1
+    assert cli("down", "srv", env=env).returncode == 0
+
+    env = {**os.environ, **fault_profiles(tmp_path, port, "--ready-after 0.2 --crash-after 0.3",
+                                          restart_delay=5)}
+    assert cli("up", "srv", env=env).returncode in (0, 8)  # it may crash before or after `up` returns
+    wait_for(lambda: status_of(env)["state"] == "backoff", what="backoff")
+    again = cli("up", "srv", env=env)
+    assert again.returncode == 8 and "under the keeper of an earlier `up`" in again.stderr, again.stderr
+    assert cli("down", "srv", env=env).returncode == 0 and not helper_procs(port)
+
+
 def test_fault_15_ctrl_c_during_wait_stops_what_it_started(tmp_path, ports):
     """Fault 15: Ctrl-C while `up` waits for health -> exit 130, the server it started is
     stopped, the state says stopped."""

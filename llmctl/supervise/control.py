@@ -114,12 +114,12 @@ class Supervisor:
         errors: list[LlmctlError] = []
         by_name = {s.name: s for s in specs}
         adopt: dict[str, ProcId | None] = {}
+        others: list[str] = []
         try:
             for name, spec in by_name.items():
                 fd = try_lock(self.paths.lock_file(name))
-                if fd is None:
-                    st = read_state(self.paths.state_file(name), name)
-                    results[name] = StartResult(name, "already-running", spec.url, st.pid if st else None)
+                if fd is None:  # under a keeper already (another `up` may still be starting it)
+                    others.append(name)
                     continue
                 locks[name] = fd
                 try:
@@ -141,7 +141,7 @@ class Supervisor:
                 for fd in locks.values():
                     os.close(fd)
         try:
-            waited = self._wait_ready(list(locks), t0, progress)
+            waited = self._wait_ready(list(locks) + others, t0, progress, others=set(others))
         except KeyboardInterrupt:
             self.stop(list(locks))
             from ..errors import Interrupted
@@ -150,6 +150,8 @@ class Supervisor:
         for name in locks:
             outcome = "adopted" if adopt.get(name) else "started"
             results[name] = StartResult(name, outcome, by_name[name].url, waited[name][0], waited[name][1])
+        for name in others:
+            results[name] = StartResult(name, "already-running", by_name[name].url, waited[name][0], waited[name][1])
         return [results[s.name] for s in specs]
 
     def _orphan(self, name: str, spec: LaunchSpec) -> ProcId | None:
@@ -211,8 +213,10 @@ class Supervisor:
         finally:
             os.close(logf)
 
-    def _wait_ready(self, names: list[str], t0: float, progress: Progress | None) -> dict[str, tuple]:
-        """Wait for every name to be running; collect failures and raise them together."""
+    def _wait_ready(self, names: list[str], t0: float, progress: Progress | None,
+                    others: set[str] = frozenset()) -> dict[str, tuple]:
+        """Wait for every name to be running; collect failures and raise them together.
+        ``others`` are under keepers this call did not start: waited for, never stopped."""
         pending, done, last = set(names), {}, {}
         failures: list[LlmctlError] = []
         while pending:
@@ -226,6 +230,10 @@ class Supervisor:
                 if state == "running":
                     done[name] = (st.pid, elapsed)
                     pending.discard(name)
+                elif name in others:
+                    if state in ("failed", "stopped", "backoff", "unhealthy") or not is_held(self.paths.lock_file(name)):
+                        pending.discard(name)
+                        failures.append(self._start_error(name, st, f"it is {state} under the keeper of an earlier `up`"))
                 elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
                     pending.discard(name)
                     if state == "backoff":  # died right after its first 200: do not leave it cycling
@@ -242,10 +250,13 @@ class Supervisor:
             _raise_all(failures)
         return done
 
-    def _start_error(self, name: str, st: ServerState | None) -> LlmctlError:
+    def _start_error(self, name: str, st: ServerState | None, how: str = "") -> LlmctlError:
         log = str(self.paths.log_file(name))
         reason = st.message if st and st.message else "its keeper exited unexpectedly"
         cls = StartTimeout if reason.startswith("start timeout") else StartFailed
+        if how:
+            return cls(f"{name} is not ready: {how} ({reason})", detail=f"last lines of {log}:\n{tail(log, 30)}",
+                       name=name)
         return cls(f"{name} failed to start: {reason}", detail=f"last lines of {log}:\n{tail(log, 30)}", name=name)
 
     # -- stop -----------------------------------------------------------------------------
