@@ -189,6 +189,22 @@ def test_api_key_stays_out_of_argv_and_output(tmp_path, smollm2, ports, llama_se
     assert not (Path(os.environ["LLMCTL_HOME"]) / "run" / "keyed.key").exists()
 
 
+def test_failed_up_leaves_no_key_file(tmp_path, smollm2, ports):
+    """The key file is written while preparing; an `up` that then fails (here: the port is
+    held by another program) removes it again."""
+    import socket
+
+    port = ports()
+    env = profiles(tmp_path, f"profiles:\n  keyed: {{model: {smollm2}, port: {port}, api_key_env: TEST_LLM_KEY}}\n")
+    env["TEST_LLM_KEY"] = "sk-test-" + os.urandom(8).hex()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        r = cli("up", "keyed", env=env)
+    assert r.returncode == 7, r.stderr
+    assert not (Path(os.environ["LLMCTL_HOME"]) / "run" / "keyed.key").exists()
+
+
 def test_core_works_without_the_cli(tmp_path, smollm2, ports, llama_server):
     from llmctl import Supervisor, load_profiles
 

@@ -123,3 +123,15 @@ def test_clock_never_goes_backwards_in_decisions():
     m = Machine(Policy(start_timeout=1))
     m.spawned(100)
     assert m.tick(50) is Action.NONE
+
+
+def test_configuration_error_exit_codes_are_not_retried():
+    """Exit 2 (bad flag), 126 (not executable), 127 (not found) after running: failed at once,
+    whatever the restart policy; any other code backs off."""
+    for code in (2, 126, 127):
+        m = running(Policy(restart="always"))
+        m.exited(code, None, 5.0)
+        assert m.state is State.FAILED and "configuration error" in m.reason and m.tick(100) is Action.NONE
+    m = running(Policy(restart="always"))
+    m.exited(1, None, 5.0)
+    assert m.state is State.BACKOFF
