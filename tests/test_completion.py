@@ -1,5 +1,6 @@
 """Shell completion, run in the real shells (bash, zsh and fish from Debian's packages) against
-the files in completions/: command names, and profile names from the user's own profiles."""
+the files in completions/: command names, and profile, task and model names from the user's own
+profiles and model store."""
 
 from __future__ import annotations
 
@@ -50,6 +51,17 @@ def test_bash_commands_and_profile_names(shell_env):
     assert "status" in run_bash(["llmctl", "st"], shell_env)
     assert sorted(run_bash(["llmctl", "up", ""], shell_env)) == ["heavy", "lab", "light"]
     assert sorted(run_bash(["llmctl", "down", "l"], shell_env)) == ["lab", "light"]
+
+
+def test_bash_task_and_model_names(shell_env, tmp_path, smollm2):
+    prof = tmp_path / "t.yaml"
+    prof.write_text("profiles:\n  light: {model: l.gguf, port: 18904}\n"
+                    "tasks:\n  summary: {profile: light}\n  reasoning: {profile: light}\n")
+    env = {**shell_env, "LLMCTL_PROFILES": str(prof)}
+    assert cli("import", str(smollm2), "--as", "tiny-one", "--link", env=env).returncode == 0
+    assert sorted(run_bash(["llmctl", "run", "--task", ""], env)) == ["reasoning", "summary"]
+    assert run_bash(["llmctl", "models", "rm", "ti"], env) == ["tiny-one"]
+    assert run_bash(["llmctl", "models", "show", ""], env) == ["tiny-one"]
 
 
 def test_zsh_profile_names(shell_env):
