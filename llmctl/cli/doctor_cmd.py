@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,27 @@ def _list_devices(binary: str, env: dict[str, str]) -> list[str]:
     return found or ["(none)"]
 
 
+#: llama.cpp's device name prefixes (`--list-devices`: "Vulkan0: NVIDIA H200 (...)") -> backend
+DEVICE_BACKENDS = {"vulkan": "vulkan", "cuda": "cuda", "rocm": "rocm", "mtl": "metal", "metal": "metal"}
+
+
+def build_backend(devices: list[str]) -> str:
+    """The backend a llama-server build is, from its `--list-devices` lines: Vulkan0 -> vulkan,
+    CUDA0 -> cuda, ROCm0 -> rocm, MTL0 -> metal (others: the prefix, lowercased); several kinds
+    -> joined with "+"; no device -> cpu; the build could not be run -> unknown. (A GPU build on
+    a machine whose GPU it cannot see lists no device either, so it reads as cpu here.)"""
+    if any(d.startswith("(cannot run") for d in devices):
+        return "unknown"
+    kinds: list[str] = []
+    for d in devices:
+        m = re.match(r"([A-Za-z]+)\d+\s*:", d)
+        if m:
+            kind = DEVICE_BACKENDS.get(m.group(1).lower(), m.group(1).lower())
+            if kind not in kinds:
+                kinds.append(kind)
+    return "+".join(kinds) or "cpu"
+
+
 def collect() -> dict:
     from ..engines.discovery import LLAMA_TOOLS, find_llama
     from ..errors import EngineNotFound
@@ -46,14 +68,18 @@ def collect() -> dict:
         try:
             server = find_llama("llama-server", backend=backend)
         except EngineNotFound as exc:
-            engines.append({"engine": "llama-server", "backend": backend, "found": False, "why": exc.message})
+            engines.append({"engine": "llama-server", "backend": backend, "looked_up_for": backend,
+                            "found": False, "why": exc.message})
             continue
         if server.path in seen:
             continue
         seen.add(server.path)
         tools = {t: bool(server.sibling(t)) for t in LLAMA_TOOLS if t != "llama-server"}
-        engines.append({"engine": "llama-server", "backend": backend, "found": True, "path": server.path,
-                        "source": server.source, "devices": _list_devices(server.path, server.env), "tools": tools})
+        devices = _list_devices(server.path, server.env)
+        # "backend": what the build is (from its devices), not the backend it was looked up for
+        engines.append({"engine": "llama-server", "backend": build_backend(devices), "looked_up_for": backend,
+                        "found": True, "path": server.path, "source": server.source, "devices": devices,
+                        "tools": tools})
     vllm = shutil.which("vllm")
     paths = Paths.from_env()
     return {
@@ -67,6 +93,14 @@ def collect() -> dict:
         "paths": {"state": str(paths.state), "logs": str(paths.logs), "models": str(paths.models),
                   "user_config": str(config_path(paths))},
     }
+
+
+def _a_build(backend: str) -> str:
+    if backend == "unknown":
+        return "a build whose devices could not be listed"
+    name = {"cpu": "CPU-only", "cuda": "CUDA", "rocm": "ROCm", "vulkan": "Vulkan", "metal": "Metal"}
+    kinds = "+".join(name.get(k, k) for k in backend.split("+"))
+    return f"{'an' if kinds[0] in 'AEIOU' else 'a'} {kinds} build"
 
 
 def doctor(json: JsonOpt = False) -> None:
@@ -88,6 +122,8 @@ def doctor(json: JsonOpt = False) -> None:
             continue
         tools = ", ".join(t for t, ok in e["tools"].items() if ok) or "none"
         out.text(f"{e['engine']} ({e['backend']}): {e['path']} [from {e['source']}]")
+        if e["looked_up_for"] != e["backend"]:
+            out.text(f"  found for backend {e['looked_up_for']}, but it is {_a_build(e['backend'])}")
         out.text(f"  devices: {'; '.join(e['devices'])}")
         out.text(f"  tools beside it: {tools}")
     out.text(f"vllm: {info['vllm'] or 'not on PATH (a profile can name its own `command:`)'}")

@@ -203,12 +203,21 @@ def plan(names: NamesArg,
     if json:
         out.data(p.to_dict())
         return
+
+    def part(e, n: int) -> str:
+        return format_size(n) if e.total is not None else ""  # an unknown estimate has no parts
+
     out.table(["profile", "method", "weights", "kv cache", "extra", "layers on GPU", "ctx", "total"],
-              [[e.profile, e.method, format_size(e.weights), format_size(e.kv_cache), format_size(e.extra),
+              [[e.profile, e.method, part(e, e.weights), part(e, e.kv_cache), part(e, e.extra),
                 f"{e.offloaded_layers}/{e.block_count}" if e.block_count else "", e.ctx or "",
                 format_size(e.total)] for e in p.estimates])
-    verdict = {True: "fits", False: "does NOT fit", None: "cannot tell"}[p.fits]
-    out.text(f"needed {format_size(p.need)}; limit: {p.limit_from} {format_size(p.limit)}: {verdict}")
+    for g in p.per_gpu:
+        out.text(f"GPU {g.gpu}: {', '.join(g.profiles)}: {format_size(g.need)} of {format_size(g.free)} free")
+    if p.anywhere:
+        out.text(f"on any GPU: {format_size(p.anywhere)} of {format_size(p.left)} left free")
+    out.text(f"needed {p.need_text()}; limit: {p.limit_text()}: {p.verdict()}")
+    for n in p.problems:
+        out.info(n)
     for n in p.notes:
         out.info(f"note: {n}")
 

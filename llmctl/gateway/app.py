@@ -102,7 +102,8 @@ class Gateway:
             est = estimate_profile(prof, self.paths, gpu_total=gpu_total)
             out[name] = est.total or 0
             if est.total is None:
-                log.warning("%s: GPU memory unknown (%s); counted as 0 in the budget", name, "; ".join(est.notes))
+                log.warning("%s: GPU memory unknown (%s): the budget cannot account for it, so it is not "
+                            "held back or evicted for it", name, "; ".join(est.notes))
             else:
                 log.info("%s: expects %s of GPU memory (%s)", name, format_size(est.total), est.method)
         return out

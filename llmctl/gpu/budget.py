@@ -1,8 +1,36 @@
-"""Will these profiles fit? The estimates against the free GPU memory or `defaults.vram_budget`."""
+"""Will these profiles fit? The estimates against the free GPU memory or `defaults.vram_budget`.
+
+Two ways to compare, and the rules of each:
+
+- **A budget** (``--vram-budget`` or ``defaults.vram_budget``): one number for llmctl's use of all
+  GPUs together. The asked-for profiles' estimates plus what llmctl's running servers take must
+  stay within it.
+- **Free memory, per GPU** (no budget; the GPU tools' ``free`` figures, which already exclude
+  what the running servers hold):
+
+  * a profile with ``devices:`` takes its estimate from those GPUs only, **split evenly** across
+    them (llama.cpp's layer split and vLLM's tensor parallelism both spread one model over the
+    visible GPUs; llama.cpp weighs the split by free memory, so on unequal GPUs the even split is
+    an approximation). Each of those GPUs must have room for its share.
+  * a vLLM profile without ``devices:`` is placed like one pinned to the first
+    ``tensor_parallel_size`` GPUs (vLLM uses devices 0..tp-1 of what it sees).
+  * any other profile without ``devices:`` may use any GPU: it must fit in what the pinned
+    profiles leave free, summed over all GPUs (llama.cpp spreads over every visible GPU).
+
+  A device id is matched against the tool's GPU index or UUID; for ``backend: cuda`` only NVIDIA
+  GPUs count, for ``rocm`` only AMD ones, for the others any vendor's. (CUDA may number GPUs
+  differently from nvidia-smi unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``; Vulkan numbers its own.)
+  A device id that matches no GPU (or several) makes that profile's check impossible.
+
+An unknown estimate (``total`` is None: a vLLM profile when the GPU's memory is not known, a
+model whose header cannot be read) is never counted as 0: the verdict is then ``None`` ("cannot
+tell") unless what *is* known already does not fit. `up` refuses only a definite ``False``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..errors import VramExceeded
 from ..paths import Paths
@@ -10,63 +38,197 @@ from ..profiles.schema import Config, Profile
 from .estimate import Estimate, estimate_profile, format_size, parse_size
 
 MIB = 1024 * 1024
+_VENDOR = {"cuda": "nvidia", "rocm": "amd"}
+
+
+@dataclass
+class GpuShare:
+    """One GPU in a per-GPU check: its free memory and what the pinned profiles put on it."""
+
+    gpu: str  #: "nvidia 0"
+    free: int | None  #: bytes the tool reports free
+    need: int = 0  #: bytes the profiles pinned here (with known estimates) take
+    profiles: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.free is None else self.need <= self.free
+
+    def to_dict(self) -> dict:
+        return {"gpu": self.gpu, "free": self.free, "need": self.need, "profiles": self.profiles,
+                "fits": self.fits}
 
 
 @dataclass
 class Plan:
     estimates: list[Estimate]
-    need: int  #: bytes the asked-for profiles are expected to take
+    need: int | None  #: bytes the asked-for profiles take; None when any estimate is unknown
     running: int  #: bytes llmctl's running servers take (measured where a GPU tool says, else estimated)
-    limit: int | None  #: the budget, or the free memory (+ running when the budget is the limit)
+    limit: int | None  #: the budget, or the free memory of all GPUs together; None: unknown
     limit_from: str  #: "vram_budget", "free memory (nvidia-smi)", or "unknown"
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def fits(self) -> bool | None:
-        if self.limit is None:
-            return None
-        return self.need + (self.running if self.limit_from == "vram_budget" else 0) <= self.limit
+    need_known: int = 0  #: bytes of the estimates that are known
+    unknown: list[str] = field(default_factory=list)  #: profiles whose estimate is unknown
+    per_gpu: list[GpuShare] = field(default_factory=list)  #: free-memory check, one per GPU
+    anywhere: int = 0  #: bytes of unpinned profiles, to fit in what the pinned ones leave
+    left: int | None = None  #: free bytes left on all GPUs after the pinned profiles
+    problems: list[str] = field(default_factory=list)  #: what does not fit, or cannot be checked
+    fits: bool | None = None  #: True, False (refuse), None (cannot tell)
 
     def to_dict(self) -> dict:
-        return {"profiles": [e.to_dict() for e in self.estimates], "need": self.need, "running": self.running,
-                "limit": self.limit, "limit_from": self.limit_from, "fits": self.fits, "notes": self.notes}
+        return {"profiles": [e.to_dict() for e in self.estimates], "need": self.need,
+                "need_known": self.need_known, "unknown": self.unknown, "running": self.running,
+                "limit": self.limit, "limit_from": self.limit_from,
+                "per_gpu": [g.to_dict() for g in self.per_gpu], "fits": self.fits,
+                "problems": self.problems, "notes": self.notes}
+
+    def need_text(self) -> str:
+        if not self.unknown:
+            return format_size(self.need_known)
+        if not self.need_known:
+            return "unknown"
+        return f"{format_size(self.need_known)} + unknown ({', '.join(self.unknown)})"
+
+    def limit_text(self) -> str:
+        if self.limit is None:
+            return "unknown (no GPU tool answered and no vram_budget)"
+        return f"{self.limit_from} {format_size(self.limit)}"
+
+    def verdict(self) -> str:
+        if self.fits is True:
+            return "fits"
+        if self.fits is False:
+            return "does NOT fit"
+        if self.limit is None:
+            return "cannot tell (nothing to compare with)"
+        why = [f"unknown estimate for {', '.join(self.unknown)}"] if self.unknown else []
+        why += [p for p in self.problems if p.endswith("cannot check it")]
+        return f"cannot tell ({'; '.join(why)})" if why else "cannot tell"
 
     def describe(self) -> str:
         lines = [f"{e.profile}: {format_size(e.total)} ({e.method})" for e in self.estimates]
+        op = ">" if self.fits is False else "vs"
         if self.limit_from == "vram_budget":
-            lines.append(f"needed {format_size(self.need)} + running {format_size(self.running)} "
-                         f"> vram_budget {format_size(self.limit)}")
-        else:
-            lines.append(f"needed {format_size(self.need)} > {self.limit_from} {format_size(self.limit)}")
+            lines.append(f"needed {self.need_text()} + running {format_size(self.running)} "
+                         f"{op} vram_budget {format_size(self.limit)}")
+            return "\n".join(lines)
+        lines.append(f"needed {self.need_text()} vs {self.limit_text()}")
+        lines += self.problems
         return "\n".join(lines)
+
+
+def _gpus_for(profile: Profile, gpus: list) -> tuple[list | None, str | None]:
+    """The GPUs (probe.Gpu) a profile's server is on; (None, why) when that cannot be told;
+    ([], None) for "any"."""
+    if profile.backend == "cpu":
+        return [], None  # nothing on a GPU (its estimate is 0)
+    vendor = _VENDOR.get(profile.backend)
+    pool = [g for g in gpus if vendor is None or g.vendor == vendor]
+    if profile.devices:
+        picked = []
+        for d in profile.devices:
+            d = str(d).strip()
+            hits = [g for g in pool if str(g.index) == d or (g.uuid and g.uuid == d)]
+            if len(hits) != 1:
+                what = "no" if not hits else "more than one"
+                return None, f"device {d!r} matches {what} GPU the tools report"
+            picked.append(hits[0])
+        return picked, None
+    if profile.engine == "vllm":
+        tp = profile.tensor_parallel_size or 1
+        first = sorted(pool, key=lambda g: g.index)[:tp]
+        if len(first) < tp:
+            return None, f"tensor_parallel_size {tp} but {len(first)} GPU(s) found"
+        return first, None
+    return [], None
+
+
+def _label(g) -> str:
+    return f"{g.vendor} {g.index}"
 
 
 def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, budget: str | None = None,
               report=None, running: dict[str, int] | None = None) -> Plan:
     """Estimate ``names`` and compare with the budget (``budget``, else ``defaults.vram_budget``)
-    or, without one, with the free memory the GPU tools report."""
+    or, without one, per GPU with the free memory the GPU tools report (rules: module docstring)."""
     from .probe import probe
 
     profiles: list[Profile] = [config.profile(n) for n in names]
     report = report if report is not None else probe()
-    gpu_total = max((g.total_mib or 0 for g in report.gpus), default=0) * MIB or None
-    estimates = [estimate_profile(p, paths, gpu_total=gpu_total) for p in profiles]
-    need = sum(e.total or 0 for e in estimates)
+    placed: dict[str, tuple[list | None, str | None]] = {p.name: _gpus_for(p, report.gpus) for p in profiles}
+    estimates = []
+    for p in profiles:
+        gpus, _ = placed[p.name]
+        totals = [g.total_mib for g in (gpus or report.gpus) if g.total_mib]
+        gpu_total = max(totals) * MIB if totals else None  # vLLM: util x the memory of its GPU
+        estimates.append(estimate_profile(p, paths, gpu_total=gpu_total))
+    unknown = [e.profile for e in estimates if e.total is None]
+    need_known = sum(e.total for e in estimates if e.total is not None)
     notes = [f"{e.profile}: {n}" for e in estimates for n in e.notes]
     running_bytes = sum((running or {}).values())
     budget = budget or config.defaults.vram_budget
+    plan = Plan(estimates, None if unknown else need_known, running_bytes, None, "unknown", notes,
+                need_known=need_known, unknown=unknown)
+
     if budget:
-        return Plan(estimates, need, running_bytes, parse_size(budget), "vram_budget", notes)
-    free = [g.free_mib for g in report.gpus if g.free_mib is not None]
-    if free:
-        tool = ", ".join(t for t, v in report.tools.items() if v == "ok") or "GPU tools"
-        return Plan(estimates, need, running_bytes, sum(free) * MIB, f"free memory ({tool})", notes)
-    return Plan(estimates, need, running_bytes, None, "unknown", notes + ["no GPU tool answered and no vram_budget"])
+        plan.limit, plan.limit_from = parse_size(budget), "vram_budget"
+        if need_known + running_bytes > plan.limit:
+            plan.fits = False  # already over without the unknown ones
+        else:
+            plan.fits = None if unknown else True
+        return plan
+
+    free_gpus = [g for g in report.gpus if g.free_mib is not None]
+    if not free_gpus:
+        return plan  # limit unknown: cannot tell
+    tool = ", ".join(t for t, v in report.tools.items() if v == "ok") or "GPU tools"
+    plan.limit, plan.limit_from = sum(g.free_mib for g in free_gpus) * MIB, f"free memory ({tool})"
+    shares = {_label(g): GpuShare(_label(g), g.free_mib * MIB if g.free_mib is not None else None)
+              for g in report.gpus}
+    undecided, over = bool(unknown), False
+    for p, e in zip(profiles, estimates):
+        gpus, why = placed[p.name]
+        if why:
+            plan.problems.append(f"{p.name}: {why}: cannot check it")
+            undecided = True
+            continue
+        if not gpus:  # anywhere
+            plan.anywhere += e.total or 0
+            continue
+        for g in gpus:
+            s = shares[_label(g)]
+            s.profiles.append(p.name)
+            s.need += (e.total or 0) // len(gpus)
+    plan.per_gpu = [s for s in shares.values() if s.profiles]
+    for s in plan.per_gpu:
+        if s.fits is None:
+            undecided = True
+            plan.problems.append(f"GPU {s.gpu}: free memory unknown: cannot check it")
+        if s.fits is False:
+            over = True
+            plan.problems.append(f"GPU {s.gpu}: {', '.join(s.profiles)} need {format_size(s.need)} "
+                                 f"> free {format_size(s.free)}")
+    plan.left = sum(max(0, (s.free or 0) - s.need) for s in shares.values())
+    if plan.anywhere > plan.left:
+        over = True
+        plan.problems.append(f"profiles without devices need {format_size(plan.anywhere)} > "
+                             f"{format_size(plan.left)} left free on all GPUs")
+    plan.fits = False if over else (None if undecided else True)
+    return plan
 
 
-def check_fits(config: Config, names: list[str], *, paths: Paths | None = None, running: dict[str, int] | None = None) -> Plan | None:
+def _stderr_warn(msg: str) -> None:
+    from ..output import Output
+
+    Output().warn(msg)
+
+
+def check_fits(config: Config, names: list[str], *, paths: Paths | None = None, running: dict[str, int] | None = None,
+               warn: Callable[[str], None] | None = _stderr_warn) -> Plan | None:
     """Raise :class:`VramExceeded` when the GPU profiles among ``names`` will not fit; skip the
-    whole check (no probes, no header reads) when none of them uses a GPU."""
+    whole check (no probes, no header reads) when none of them uses a GPU. When it cannot be
+    told (an unknown estimate, a device the tools do not report), ``warn`` says so and nothing
+    is refused."""
     gpu = [n for n in names if config.profile(n).backend != "cpu"]
     if not gpu:
         return None
@@ -78,4 +240,6 @@ def check_fits(config: Config, names: list[str], *, paths: Paths | None = None, 
     if plan.fits is False:
         raise VramExceeded(f"{', '.join(gpu)} would not fit in GPU memory", detail=plan.describe(),
                            names=" ".join(gpu))
+    if plan.fits is None and warn is not None:
+        warn(f"GPU memory check: {plan.verdict()}; starting anyway (see `llmctl plan {' '.join(gpu)}`)")
     return plan

@@ -89,11 +89,17 @@ def parse_nvidia_apps(text: str, gpus: list[Gpu]) -> list[GpuProcess]:
 
 
 def parse_rocm_json(text: str) -> list[Gpu]:
-    """``rocm-smi --showproductname --showmeminfo vram --json`` (memory in bytes)."""
+    """``rocm-smi --showproductname --showmeminfo vram --showdriverversion --json`` (memory in
+    bytes). The driver version is not per card: ``--showdriverversion`` puts it under the
+    ``"system"`` key (``{"system": {"Driver version": "6.3.6"}}``), and every card gets it."""
     try:
         data = json.loads(text)
     except ValueError:
         return []
+    if not isinstance(data, dict):
+        return []
+    system = data.get("system") if isinstance(data.get("system"), dict) else {}
+    driver = str(system.get("Driver version", "") or "")
     out = []
     for key, card in data.items():
         m = re.fullmatch(r"card(\d+)", key)
@@ -106,12 +112,16 @@ def parse_rocm_json(text: str) -> list[Gpu]:
                        total_mib=total // MIB if total is not None else None,
                        used_mib=used // MIB if used is not None else None,
                        free_mib=(total - used) // MIB if total is not None and used is not None else None,
-                       uuid=str(card.get("Unique ID", "")), driver=str(card.get("Driver version", ""))))
+                       uuid=str(card.get("Unique ID", "")), driver=str(card.get("Driver version") or driver)))
     return sorted(out, key=lambda g: g.index)
 
 
 def parse_rocm_pids(text: str) -> list[GpuProcess]:
-    """``rocm-smi --showpids``: PID, PROCESS NAME, GPU(s) (a count, not an index), VRAM USED (bytes)."""
+    """``rocm-smi --showpids``: PID, PROCESS NAME, GPU(s) (a count, not an index), VRAM USED (bytes).
+
+    ``gpu`` stays None: neither ``--showpids`` nor ``--showpids=details`` names the GPU (the
+    latter's GPU column is also a count: ROCm/rocm-systems#4405), and no real capture of
+    ``--showpidgpus`` (which does list device indices) is committed to test a parser against."""
     out = []
     for line in text.splitlines():
         parts = line.split()
@@ -145,7 +155,7 @@ def probe() -> GpuReport:
             apps, _ = _run(["nvidia-smi", f"--query-compute-apps={NVIDIA_APP_QUERY}", "--format=csv,noheader,nounits"])
             report.processes += parse_nvidia_apps(apps or "", gpus)
     if shutil.which("rocm-smi"):
-        txt, why = _run(["rocm-smi", "--showproductname", "--showmeminfo", "vram", "--json"])
+        txt, why = _run(["rocm-smi", "--showproductname", "--showmeminfo", "vram", "--showdriverversion", "--json"])
         report.tools["rocm-smi"] = why
         if txt:
             report.gpus += parse_rocm_json(txt)

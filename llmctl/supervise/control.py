@@ -112,7 +112,13 @@ class Supervisor:
             elif prof is not None and prof.backend != "cpu":
                 from ..gpu.estimate import estimate_profile
 
-                running[e.name] = estimate_profile(prof, self.paths).total or 0
+                total = estimate_profile(prof, self.paths).total
+                if total is None:  # not counted: the check below cannot see it
+                    from ..output import Output
+
+                    Output().warn(f"GPU memory of the running {e.name} is unknown; the check leaves it out")
+                else:
+                    running[e.name] = total
         if to_start:
             check_fits(self.config, to_start, paths=self.paths, running=running)
 
