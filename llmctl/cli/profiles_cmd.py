@@ -50,13 +50,22 @@ def show(name: NameArg, json: JsonOpt = False) -> None:
     cfg = load_config()
     prof = cfg.profile(name)
     data = public_dict(prof)
+    data["start_timeout"] = prof.effective_start_timeout  # the engine's default when unset
+    from ..errors import LlmctlError
+    from ..models.resolve import resolve_model
+
+    try:
+        model_path, missing = str(resolve_model(prof)), None
+    except LlmctlError as exc:  # not on disk yet: say why, show the rest anyway
+        model_path, missing = None, exc.message
     out = Output(json)
     if json:
-        out.data({"name": name, "source": prof.where(), **data})
+        out.data({"name": name, "source": prof.where(), **data, "model_path": model_path, "model_missing": missing})
         return
     import yaml
 
     out.text(f"# {name}, from {prof.where()}")
+    out.text(f"# model file: {model_path}" if model_path else f"# model: {missing}")
     out.text(yaml.safe_dump({name: data}, sort_keys=False, default_flow_style=False).rstrip())
 
 
