@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -43,7 +46,7 @@ def test_rocm_light_gets_the_command_a_rocm_user_writes(tmp_path):
     spec = spec_for(prof, Paths.from_env())
     model_dir = tmp_path / "models"
     assert spec.argv == [
-        "docker", "run", "--rm", "--init", "--name", "llmctl-light", "-p", "127.0.0.1:8081:8081",
+        "docker", "run", "--init", "--name", "llmctl-light", "-p", "127.0.0.1:8081:8081",
         "--device", "/dev/kfd", "--device", "/dev/dri", "--group-add", "video",
         "-v", f"{model_dir}:/models:ro",
         "-e", "HIP_VISIBLE_DEVICES", "-e", "ROCR_VISIBLE_DEVICES",
@@ -66,6 +69,7 @@ def test_cuda_gpus_podman_and_key_file(tmp_path, monkeypatch):
     argv = spec.argv
     assert argv[0] == "podman"
     assert argv[argv.index("--gpus") + 1] == '"device=0,1"'
+    assert argv.count("--gpus") == 1 and "--device" not in argv and "--group-add" not in argv  # CUDA: --gpus only
     key = Paths.from_env().key_file("light")
     assert f"{key}:/run/llmctl/api.key:ro" in argv
     assert argv[argv.index("--api-key-file") + 1] == "/run/llmctl/api.key"
@@ -85,7 +89,8 @@ def test_vllm_in_docker_takes_model_and_key_by_env(tmp_path, monkeypatch):
                  f"    docker: {{image: vllm/vllm-openai:latest}}\n")
     spec = spec_for(load([str(f)]).profiles["sum"], Paths.from_env())
     a = spec.argv
-    assert a[:8] == ["docker", "run", "--rm", "--init", "--name", "llmctl-sum", "-p", "127.0.0.1:8002:8002"]
+    assert a[:7] == ["docker", "run", "--init", "--name", "llmctl-sum", "-p", "127.0.0.1:8002:8002"]
+    assert "--rm" not in a and "--device" not in a and "--group-add" not in a
     assert a[a.index("--gpus") + 1] == "all" and f"{model}:/models/awq:ro" in a
     tail = a[a.index("vllm/vllm-openai:latest") + 1:]
     assert tail[:2] == ["/models/awq", "--host"] and "--gpu-memory-utilization" in tail
@@ -93,15 +98,54 @@ def test_vllm_in_docker_takes_model_and_key_by_env(tmp_path, monkeypatch):
     assert spec.env_from == {"VLLM_API_KEY": "VKEY"}
 
 
+def rocm_argv(tmp_path: Path, devices: str | None) -> list[str]:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 28)
+    f = tmp_path / "r.yaml"
+    dev = f", devices: {devices}" if devices is not None else ""
+    f.write_text(f"profiles:\n  r:\n    model: {model}\n    port: 8090\n    backend: rocm\n    launcher: docker\n"
+                 f"    docker: {{image: ghcr.io/ggml-org/llama.cpp:server-rocm{dev}}}\n")
+    argv = spec_for(load([str(f)]).profiles["r"], Paths.from_env()).argv
+    return argv[:argv.index("ghcr.io/ggml-org/llama.cpp:server-rocm")]
+
+
+def devices_of(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == "--device"]
+
+
+def test_rocm_gets_kfd_and_dri_without_being_told(tmp_path):
+    argv = rocm_argv(tmp_path, None)
+    assert argv[7:13] == ["--device", "/dev/kfd", "--device", "/dev/dri", "--group-add", "video"]
+    assert devices_of(rocm_argv(tmp_path, "[/dev/kfd, /dev/dri]")) == ["/dev/kfd", "/dev/dri"]  # no duplicates
+    assert devices_of(rocm_argv(tmp_path, "[/dev/dri]")) == ["/dev/dri", "/dev/kfd"]
+    # one GPU's render node only: /dev/dri is not widened to every GPU
+    assert devices_of(rocm_argv(tmp_path, "[/dev/dri/renderD128]")) == ["/dev/dri/renderD128", "/dev/kfd"]
+    assert devices_of(rocm_argv(tmp_path, '["/dev/kfd:/dev/kfd:rwm"]')) == ["/dev/kfd:/dev/kfd:rwm", "/dev/dri"]
+
+
 @pytest.fixture
 def fake_docker(tmp_path, monkeypatch):
+    """The stand-in `docker` first on PATH, and its stand-in daemon (whose children are the
+    "containers": not the `docker run` client's children, as with Docker). Fails the test if a
+    container is still running at the end."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "docker").symlink_to(FAKE)
     state = tmp_path / "fake-docker"
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_DOCKER_DIR", str(state))
-    return state
+    daemon = subprocess.Popen([sys.executable, str(FAKE), "daemon"], stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (state / "daemon.addr").exists():
+            assert daemon.poll() is None and time.monotonic() < deadline, "the stand-in daemon did not start"
+            time.sleep(0.02)
+        yield state
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+    left = json.loads((state / "daemon.left").read_text())
+    assert left == [], f"containers still running at the end: {left}"
 
 
 def calls(state: Path) -> list[list[str]]:
@@ -109,14 +153,38 @@ def calls(state: Path) -> list[list[str]]:
     return [json.loads(line)["argv"] for line in p.read_text().splitlines()] if p.exists() else []
 
 
-def docker_profile(tmp_path: Path, port: int) -> dict:
+def docker_profile(tmp_path: Path, port: int, extra: str = "") -> dict:
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 28)
     f = tmp_path / "d.yaml"
     f.write_text(f"profiles:\n  light:\n    model: {model}\n    port: {port}\n    backend: rocm\n"
-                 f"    stop_timeout: 2\n    launcher: docker\n"
+                 f"    stop_timeout: 2\n    launcher: docker\n{extra}"
                  f"    docker: {{image: ghcr.io/ggml-org/llama.cpp:server-rocm, devices: [/dev/kfd]}}\n")
     return {"LLMCTL_PROFILES": str(f)}
+
+
+def status(env: dict) -> dict:
+    [st] = json.loads(cli("status", "--json", env=env).stdout)
+    return st
+
+
+def wait_for(pred, timeout: float = 30.0, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def container(state: Path) -> dict | None:
+    p = state / "llmctl-light.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def log_text(env: dict) -> str:
+    return Path(status(env)["log"]).read_text()
 
 
 def test_lifecycle_against_stand_in_docker(tmp_path, fake_docker, ports):
@@ -125,20 +193,109 @@ def test_lifecycle_against_stand_in_docker(tmp_path, fake_docker, ports):
     r = cli("up", "light", env=env)
     assert r.returncode == 0, r.stderr
     run = [c for c in calls(fake_docker) if c[0] == "run"]
-    assert len(run) == 1 and run[0][:5] == ["run", "--rm", "--init", "--name", "llmctl-light"]
+    assert len(run) == 1 and run[0][:4] == ["run", "--init", "--name", "llmctl-light"] and "--rm" not in run[0]
     assert f"127.0.0.1:{port}:{port}" in run[0]
-    [st] = json.loads(cli("status", "--json", env=env).stdout)
+    assert devices_of(run[0]) == ["/dev/kfd", "/dev/dri"]  # /dev/dri added for rocm
+    st = status(env)
     assert st["state"] == "running"
     assert st["container"]["name"] == "llmctl-light" and st["container"]["Running"] is True
+    assert st["container"]["Pid"] == container(fake_docker)["pid"] != st["pid"]  # the client is not the container
     assert ["inspect", "llmctl-light"] in calls(fake_docker)  # state asked of docker, by name
     r = cli("logs", "light", "-n", "5", env=env)
     assert r.returncode == 0 and "misbehaving server pid" in r.stdout
     assert ["logs", "--tail", "5", "llmctl-light"] in calls(fake_docker)
     r = cli("down", "light", env=env)
     assert r.returncode == 0, r.stderr
-    assert ["stop", "-t", "2", "llmctl-light"] in calls(fake_docker)
+    c = calls(fake_docker)
+    assert ["stop", "-t", "2", "llmctl-light"] in c
+    assert c.index(["rm", "-f", "llmctl-light"]) > c.index(["stop", "-t", "2", "llmctl-light"])
     assert port_is_free(port)
-    assert not (fake_docker / "llmctl-light.json").exists()  # --rm
+    assert container(fake_docker) is None  # removed by the keeper: there is no --rm
+
+
+def test_oom_kill_is_reported_from_inspect(tmp_path, fake_docker, ports):
+    port = ports()
+    env = docker_profile(tmp_path, port, '    restart: "no"\n')
+    r = cli("up", "light", env=env)
+    assert r.returncode == 0, r.stderr
+    pid = container(fake_docker)["pid"]
+    (fake_docker / "llmctl-light.oom-kill").touch()  # the stand-in's "kernel" kills it now
+    st = wait_for(lambda: (s := status(env))["state"] == "failed" and s, what="the OOM kill")
+    assert "killed by the kernel's OOM killer (docker inspect: OOMKilled)" in st["message"]
+    assert st["exit_code"] == 137 and st["exit_signal"] is None
+    log = log_text(env)
+    assert "killed by the kernel's OOM killer (docker inspect: OOMKilled)" in log
+    assert "exited with code 137 (`docker inspect`)" in log
+    c = calls(fake_docker)
+    assert c.index(["rm", "-f", "llmctl-light"]) > c.index(["inspect", "llmctl-light"])
+    assert container(fake_docker) is None and not psutil.pid_exists(pid)
+    r = cli("status", "light", env=env)
+    assert r.returncode == 3 and "OOM" in r.stdout + r.stderr
+    assert cli("down", "light", env=env).returncode == 0
+
+
+def test_exit_code_comes_from_inspect_not_the_client(tmp_path, fake_docker, ports, monkeypatch):
+    port = ports()
+    env = docker_profile(tmp_path, port, '    restart: "no"\n    env: {MISBEHAVE: "--crash-after 1 --exit-code 3"}\n')
+    monkeypatch.setenv("FAKE_DOCKER_CLIENT_EXIT", "125")  # the client says 125; the container said 3
+    cli("up", "light", env=env)  # healthy at once, crashes 1 s later (on a busy machine maybe while starting)
+    st = wait_for(lambda: (s := status(env))["state"] == "failed" and s, what="the crash")
+    assert st["exit_code"] == 3 and "OOM" not in st["message"]
+    log = log_text(env)
+    assert "server exited (code 125)" in log and "exited with code 3 (`docker inspect`)" in log
+    assert ["rm", "-f", "llmctl-light"] in calls(fake_docker) and container(fake_docker) is None
+    assert cli("down", "light", env=env).returncode == 0
+
+
+def test_client_killed_container_running_is_stopped_removed_and_restarted(tmp_path, fake_docker, ports, monkeypatch):
+    port = ports()
+    env = docker_profile(tmp_path, port)  # restart: on-failure
+    monkeypatch.setenv("FAKE_DOCKER_KEEP_RUNNING", "1")  # as Docker does: the container outlives its client
+    r = cli("up", "light", env=env)
+    assert r.returncode == 0, r.stderr
+    first = status(env)
+    inner = container(fake_docker)["pid"]
+    os.kill(first["pid"], 9)  # the docker client only
+    st = wait_for(lambda: (s := status(env))["restarts"] == 1 and s["state"] == "running" and s,
+                  what="the restart")
+    log = log_text(env)
+    assert "server exited (signal 9)" in log
+    assert "but container llmctl-light still runs: stopping and removing it" in log
+    assert "exited with code 143 (`docker inspect`)" in log  # stopped by docker stop: SIGTERM
+    assert not psutil.pid_exists(inner)
+    c = calls(fake_docker)
+    stop_at = c.index(["stop", "-t", "2", "llmctl-light"])
+    assert c.index(["rm", "-f", "llmctl-light"]) > stop_at
+    assert len([x for x in c if x[0] == "run"]) == 2  # the restart policy applied: a new container
+    assert container(fake_docker)["pid"] != inner and st["pid"] != first["pid"]
+    assert cli("down", "light", env=env).returncode == 0
+    assert container(fake_docker) is None and port_is_free(port)
+
+
+def test_status_counts_vram_of_the_container_process(tmp_path, fake_docker, ports):
+    """The container's processes are not the docker client's children: status sums the GPU
+    memory of the tree under the container's State.Pid (a stand-in nvidia-smi, whose GPU line
+    is the committed H200 capture, reports the container's pid)."""
+    port = ports()
+    env = docker_profile(tmp_path, port)
+    assert cli("up", "light", env=env).returncode == 0
+    try:
+        inner = container(fake_docker)["pid"]
+        client = status(env)["pid"]
+        assert inner not in {p.pid for p in psutil.Process(client).children(recursive=True)}
+        gpus = next((REPO / "tests" / "data" / "gpu").glob("nvidia-smi-gpus*.csv")).read_text()
+        uuid = gpus.splitlines()[0].split(",")[1].strip()
+        smi = tmp_path / "bin" / "nvidia-smi"
+        smi.write_text("#!/bin/sh\n"
+                       "case \"$1\" in\n"
+                       f"  --query-gpu=*) cat <<'EOF'\n{gpus.strip()}\nEOF\n;;\n"
+                       f"  --query-compute-apps=*) echo '{inner}, {uuid}, 1234'; echo '1, {uuid}, 99';;\n"
+                       "esac\n")
+        smi.chmod(0o755)
+        st = status(env)
+        assert st["vram_mib"] == 1234 and st["gpus"] == [0]
+    finally:
+        assert cli("down", "light", env=env).returncode == 0
 
 
 def test_stale_container_is_removed_and_running_one_refused(tmp_path, fake_docker, ports):

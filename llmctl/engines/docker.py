@@ -1,16 +1,18 @@
 """The docker launcher: run the engine inside a named container (`launcher: docker`).
 
-The keeper runs ``docker run --rm --init --name llmctl-NAME ...`` attached (the client's
-output is the server's log), stops it with ``docker stop -t STOP_TIMEOUT``, removes a stale
-stopped container of the same name before starting, and asks ``docker inspect`` about the
-container rather than trusting the client's pid. Works with podman (``docker: {command: podman}``).
+The keeper runs ``docker run --init --name llmctl-NAME ...`` attached (the client's output is
+the server's log), stops it with ``docker stop -t STOP_TIMEOUT``, removes a stale stopped
+container of the same name before starting, and asks ``docker inspect`` about the container
+rather than trusting the client's pid. No ``--rm``: when the client exits, the container is
+still there to be asked why (``State.ExitCode``, ``State.OOMKilled``); the keeper asks
+(:func:`after_exit`), then removes it itself. Works with podman (``docker: {command: podman}``).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import StartFailed
@@ -32,15 +34,30 @@ def _gpus(devices: list[str]) -> str:
     return f"device={devices[0]}" if len(devices) == 1 else '"device=' + ",".join(devices) + '"'
 
 
+ROCM_DEVICES = ("/dev/kfd", "/dev/dri")  #: what a ROCm container needs: the compute and render nodes
+
+
+def rocm_devices(devices: list[str]) -> list[str]:
+    """The profile's devices plus ``/dev/kfd`` and ``/dev/dri`` where it does not list them.
+    A device counts as listed by its host path (``HOST[:CONTAINER[:PERMS]]``); a node under
+    ``/dev/dri/`` (``/dev/dri/renderD128``: one GPU only) counts for ``/dev/dri``."""
+    hosts = [dev.split(":", 1)[0].rstrip("/") for dev in devices]
+    out = list(devices)
+    for need in ROCM_DEVICES:
+        if not any(h == need or h.startswith(need + "/") for h in hosts):
+            out.append(need)
+    return out
+
+
 def run_argv(profile: Profile, spec: LaunchSpec, model_path: Path) -> tuple[list[str], list[str]]:
     """(docker run argv, env var names passed into the container). Values of those variables
     travel through the client's environment (``-e NAME``), never through argv."""
     d = profile.docker
     assert d is not None
     name = container_name(profile.name)
-    argv = [d.command, "run", "--rm", "--init", "--name", name,
+    argv = [d.command, "run", "--init", "--name", name,
             "-p", f"{profile.host}:{profile.port}:{profile.port}"]
-    for dev in d.devices:
+    for dev in rocm_devices(d.devices) if profile.backend == "rocm" else d.devices:
         argv += ["--device", dev]
     if profile.backend == "rocm":
         argv += ["--group-add", "video"]
@@ -116,9 +133,72 @@ def remove_stale(docker: str, name: str) -> None:
     if state.get("Running"):
         raise StartFailed(f"container {name} is already running outside llmctl's supervision; "
                           f"`{docker} stop {name}` (or `llmctl down`) first", name=name.removeprefix("llmctl-"))
-    subprocess.run([docker, "rm", "-f", name], capture_output=True, timeout=60)
+    remove_container(docker, name)
 
 
-def stop(docker: str, name: str, timeout: float) -> None:
-    subprocess.run([docker, "stop", "-t", str(int(round(timeout))), name], capture_output=True,
-                   timeout=timeout + 30)
+def stop(docker: str, name: str, timeout: float, remove: bool = True) -> bool:
+    """``docker stop -t TIMEOUT NAME`` (Docker sends SIGKILL after the timeout), then, unless
+    ``remove`` is false, ``docker rm -f NAME``: we run without ``--rm``, so a stopped container
+    stays until removed. False if the container CLI failed or hung."""
+    try:
+        r = subprocess.run([docker, "stop", "-t", str(int(round(timeout))), name], capture_output=True,
+                           timeout=timeout + 30)
+        ok = r.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if remove:
+        ok = remove_container(docker, name) and ok
+    return ok
+
+
+def remove_container(docker: str, name: str) -> bool:
+    """``docker rm -f NAME``; True once no container of that name is left."""
+    try:
+        r = subprocess.run([docker, "rm", "-f", name], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 or inspect(docker, name) is None
+
+
+OOM_NOTE = "killed by the kernel's OOM killer (docker inspect: OOMKilled)"
+
+
+@dataclass
+class ContainerExit:
+    """What the keeper records when the ``docker run`` client has exited."""
+
+    code: int | None  #: the container's exit code (``State.ExitCode``), else the client's
+    signal: int | None  #: the client's signal, only where docker could not say
+    oom: bool = False  #: ``State.OOMKilled``
+    notes: list[str] = field(default_factory=list)  #: lines for the server's log
+
+
+def after_exit(docker: str, name: str, stop_timeout: float, code: int | None, sig: int | None) -> ContainerExit:
+    """The ``docker run`` client exited with ``code``/``sig``: ask the container what happened.
+
+    A container that still runs lost its client (killed): stop it. Then take the exit code and
+    OOMKilled from ``docker inspect`` (the client's status is only its own), and remove the
+    container, since there is no ``--rm``. Without a container to ask, the client's status stands.
+    """
+    out = ContainerExit(code, sig)
+    state = inspect(docker, name)
+    if state is None:
+        out.notes.append(f"container {name} not found by `{docker} inspect`: "
+                         f"the exit status is the {docker} client's")
+        return out
+    if state.get("Running"):
+        how = f"signal {sig}" if sig else f"code {code}"
+        out.notes.append(f"the {docker} client exited ({how}) but container {name} still runs: "
+                         f"stopping and removing it")
+        stop(docker, name, stop_timeout, remove=False)
+        state = inspect(docker, name) or {}
+    exit_code = state.get("ExitCode")
+    if isinstance(exit_code, int) and not isinstance(exit_code, bool) and not state.get("Running"):
+        out.code, out.signal = exit_code, None
+        out.notes.append(f"container {name} exited with code {exit_code} (`{docker} inspect`)")
+    if state.get("OOMKilled"):
+        out.oom = True
+        out.notes.append(f"container {name} was {OOM_NOTE}")
+    if not remove_container(docker, name):
+        out.notes.append(f"could not remove container {name}; `{docker} rm -f {name}` by hand")
+    return out

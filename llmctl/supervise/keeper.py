@@ -147,33 +147,45 @@ class Keeper:
         if self.spec.launcher == "docker":  # the container, by name; then the attached client
             from ..engines import docker
 
-            docker.stop(self.spec.docker_command, self.spec.container, self.spec.stop_timeout)
+            docker.stop(self.spec.docker_command, self.spec.container, self.spec.stop_timeout, remove=False)
         left = self.ops.stop(self.server, self.members, self.spec.stop_timeout)
         for pid, code, sig in self.ops.reap():
             if pid == self.server.pid:
                 self.machine.exit_code, self.machine.exit_signal = code, sig
+        if self.spec.launcher == "docker":  # no --rm: its exit code from inspect, then remove it
+            m = self.machine
+            m.exit_code, m.exit_signal, _ = self._container_exited(m.exit_code, m.exit_signal)
         if left:  # kept as members: the state says so, and `down` finds them and fails loudly
             self.note(f"processes survived SIGKILL: {', '.join(str(p.pid) for p in left)}")
         self.server, self.members = None, left
 
     def on_exit(self, code: int | None, sig: int | None) -> None:
         self.note(f"server exited ({f'signal {sig}' if sig else f'code {code}'})")
-        if self.spec.launcher == "docker":
-            from ..engines import docker
-
-            state = docker.inspect(self.spec.docker_command, self.spec.container) or {}
-            if state.get("OOMKilled"):
-                self.note("the container was killed for lack of memory (OOMKilled)")
-            if state.get("Running"):  # the client died but the container did not: stop it
-                docker.stop(self.spec.docker_command, self.spec.container, self.spec.stop_timeout)
+        oom = False
+        if self.spec.launcher == "docker":  # that was the client: the container says what happened
+            code, sig, oom = self._container_exited(code, sig)
         self.server = None
         # Whatever the server left behind (children in its group) goes with it.
         if self.members:
             self.ops.stop(None, self.members, 2.0)
             self.members = []
         self.machine.exited(code, sig, self.ops.now())
+        if oom:  # say it where `status` and `up` show the reason, not only in the log
+            from ..engines.docker import OOM_NOTE
+
+            self.machine.reason = f"container {OOM_NOTE}; {self.machine.reason}"
         if self.machine.state is State.BACKOFF:
             self.note(self.machine.reason)
+
+    def _container_exited(self, code: int | None, sig: int | None) -> tuple[int | None, int | None, bool]:
+        """Docker launcher, after the ``docker run`` client exited: stop the container if it still
+        runs, take its exit code and OOMKilled from ``docker inspect``, remove it (no ``--rm``)."""
+        from ..engines import docker
+
+        gone = docker.after_exit(self.spec.docker_command, self.spec.container, self.spec.stop_timeout, code, sig)
+        for line in gone.notes:
+            self.note(line)
+        return gone.code, gone.signal, gone.oom
 
     # -- loop ---------------------------------------------------------------------------------
     def run(self) -> int:

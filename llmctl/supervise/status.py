@@ -117,7 +117,7 @@ def container_state(paths: Paths, name: str) -> dict | None:
     state = docker.inspect(spec.docker_command, spec.container)
     if state is None:
         return {"name": spec.container, "exists": False}
-    keep = ("Status", "Running", "ExitCode", "OOMKilled", "StartedAt")
+    keep = ("Status", "Running", "ExitCode", "OOMKilled", "StartedAt", "Pid")  # Pid: on the host
     return {"name": spec.container, "exists": True, **{k: state.get(k) for k in keep if k in state}}
 
 
@@ -130,19 +130,35 @@ def add_gpu_usage(entries: list[StatusEntry]) -> None:
 
     if not (shutil.which("nvidia-smi") or shutil.which("rocm-smi")):
         return
-    import psutil
-
     from ..gpu.probe import probe
 
     report = probe()
     for e in live:
-        pids = {e.pid}
+        e.vram_mib, gpus = report.usage_of(server_pids(e))
+        e.gpus = gpus or None
+
+
+def server_pids(e: StatusEntry) -> set[int]:
+    """The processes whose GPU memory is the server's: its recorded pid and descendants, and for
+    a docker-launched server the container's ``State.Pid`` and descendants too. The recorded pid
+    is then only the ``docker run`` client: the container's processes are the container
+    runtime's children (containerd-shim), not the client's, and the host sees them by pid."""
+    import psutil
+
+    roots = [e.pid]
+    cpid = (e.container or {}).get("Pid")
+    if isinstance(cpid, int) and not isinstance(cpid, bool) and cpid > 0:
+        roots.append(cpid)
+    pids: set[int] = set()
+    for root in roots:
+        if not root:
+            continue
+        pids.add(root)
         try:
-            pids |= {c.pid for c in psutil.Process(e.pid).children(recursive=True)}
+            pids |= {c.pid for c in psutil.Process(root).children(recursive=True)}
         except psutil.Error:
             pass
-        e.vram_mib, gpus = report.usage_of(pids)
-        e.gpus = gpus or None
+    return pids
 
 
 def same_boot(st: ServerState) -> bool:

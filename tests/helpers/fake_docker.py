@@ -1,25 +1,51 @@
 #!/usr/bin/env python3
-"""A stand-in for the `docker` CLI (no Docker engine runs on these machines).
+"""A stand-in for the `docker` CLI and its daemon (no Docker engine runs on these machines).
 
-Put first on PATH under the name `docker`. It records every call (argv as JSON lines) in
-$FAKE_DOCKER_DIR/calls.jsonl and keeps one JSON file per "container". `run` starts the
-misbehaving test server on the published port as the container's process and stays attached
-(its output is the container's output, also kept for `logs`); `inspect`, `stop`, `rm` and
-`logs` answer the way Docker's CLI does for what llmctl asks. It never claims a real container.
+Tests put this file first on PATH under the name `docker`; nothing here is, or claims to be, a
+real container: the "container" is tests/helpers/misbehaving_server.py on the published port.
+
+``fake_docker.py daemon`` (started by the test fixture, one per test) plays dockerd and
+containerd-shim: it starts each container's process as its own child, so that, as with Docker,
+the container's processes are not children of the `docker run` client, and it records each
+container's state in $FAKE_DOCKER_DIR/NAME.json. Its address is in $FAKE_DOCKER_DIR/daemon.addr;
+without a daemon, `run` fails the way Docker's CLI does ("Cannot connect to the Docker daemon").
+
+The CLI records every call (argv as JSON lines) in $FAKE_DOCKER_DIR/calls.jsonl and answers the
+way Docker's CLI does for what llmctl asks: `run` (attached: streams the container's output,
+forwards SIGTERM/SIGINT to it like --sig-proxy, exits with the container's exit code; the
+container stays after it exited unless --rm), `inspect` (State: Status, Running, ExitCode,
+OOMKilled, Pid, StartedAt), `stop -t N`, `rm [-f]`, `logs [--tail N]`.
+
+Behaviour switches, read from the `docker run` client's environment:
+  FAKE_DOCKER_OOM_AFTER=S     S seconds after the start the "kernel" OOM-kills the container:
+                              SIGKILL, then State.OOMKilled=true and State.ExitCode=137.
+                              (Creating the file $FAKE_DOCKER_DIR/NAME.oom-kill does the same
+                              at once, for a running container NAME.)
+  FAKE_DOCKER_KEEP_RUNNING=1  the container keeps running after its client is killed (what
+                              Docker does). Without it the daemon stops the container (SIGTERM)
+                              when its client dies.
+  FAKE_DOCKER_CLIENT_EXIT=N   the client exits with N whatever the container's exit code was
+                              (a client that lost its daemon, say): only inspect knows the truth.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 DIR = Path(os.environ.get("FAKE_DOCKER_DIR", "/tmp/fake-docker"))
 HELPER = Path(__file__).resolve().with_name("misbehaving_server.py")  # resolve: we run via a symlink
+ADDR = DIR / "daemon.addr"
+SWITCHES = ("FAKE_DOCKER_OOM_AFTER", "FAKE_DOCKER_KEEP_RUNNING", "FAKE_DOCKER_CLIENT_EXIT")
 
 
 def record(argv: list[str]) -> None:
@@ -43,8 +69,8 @@ def alive(pid: int) -> bool:
         return False
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
 
 
@@ -55,6 +81,111 @@ def load(name: str) -> dict | None:
         return None
 
 
+def save(name: str, data: dict) -> None:
+    tmp = DIR / f".{name}.json.{os.getpid()}.{threading.get_ident()}"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, box(name))
+
+
+def running(c: dict) -> bool:
+    return bool(c.get("running")) and alive(c["pid"])
+
+
+# -- the daemon -----------------------------------------------------------------------------
+class Daemon(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Attach)
+        self.lock = threading.Lock()
+        self.procs: dict[str, subprocess.Popen] = {}
+
+
+class Attach(socketserver.StreamRequestHandler):
+    """One `docker run`: start the container, tell the client its pid, watch it, report the exit."""
+
+    def handle(self) -> None:
+        req = json.loads(self.rfile.readline())
+        name, env, switches = req["name"], dict(os.environ), req["switches"]
+        env.update(req["env"])
+        log = DIR / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, str(HELPER), "--port", str(req["port"])], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        with self.server.lock:
+            self.server.procs[name] = proc
+        started = time.time()
+        save(name, {"pid": proc.pid, "running": True, "exit": None, "oom": False, "rm": req["rm"],
+                    "daemon": True, "started": started})
+        self.wfile.write((json.dumps({"pid": proc.pid, "offset": offset}) + "\n").encode())
+        self.wfile.flush()
+        oom_after = float(switches["FAKE_DOCKER_OOM_AFTER"]) if switches.get("FAKE_DOCKER_OOM_AFTER") else None
+        keep_running = switches.get("FAKE_DOCKER_KEEP_RUNNING") == "1"
+        oom = client_gone = False
+        while proc.poll() is None:
+            if not oom and ((oom_after is not None and time.time() - started >= oom_after)
+                            or (DIR / f"{name}.oom-kill").exists()):
+                (DIR / f"{name}.oom-kill").unlink(missing_ok=True)
+                proc.kill()  # the kernel's OOM killer does not ask
+                oom = True
+            if not keep_running and not client_gone and not alive(req["client_pid"]):
+                client_gone = True
+                proc.terminate()
+            time.sleep(0.02)
+        code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+        with self.server.lock:
+            self.server.procs.pop(name, None)
+        c = load(name)
+        if c is not None and c.get("pid") == proc.pid:
+            if req["rm"]:
+                box(name).unlink(missing_ok=True)
+                log.unlink(missing_ok=True)
+            else:
+                save(name, {**c, "running": False, "exit": code, "oom": oom})
+        try:
+            self.wfile.write((json.dumps({"exit": code}) + "\n").encode())
+            self.wfile.flush()
+        except OSError:
+            pass  # the client is gone
+
+
+def cmd_daemon(args: list[str]) -> int:
+    DIR.mkdir(parents=True, exist_ok=True)
+    srv = Daemon()
+    left_file = DIR / "daemon.left"
+
+    def shut(signum, frame):
+        """Kill what still runs (and say so in daemon.left: the test fails on it), then exit."""
+        with srv.lock:
+            procs = list(srv.procs.items())
+        left = [{"name": n, "pid": p.pid} for n, p in procs if p.poll() is None]
+        for _, p in procs:
+            try:
+                p.kill()
+            except OSError:
+                pass
+        for _, p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        left_file.write_text(json.dumps(left))
+        ADDR.unlink(missing_ok=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, shut)
+    signal.signal(signal.SIGINT, shut)
+    tmp = DIR / ".daemon.addr"
+    tmp.write_text("%s:%d" % srv.server_address)
+    os.replace(tmp, ADDR)
+    srv.serve_forever(poll_interval=0.1)
+    return 0
+
+
+# -- the CLI --------------------------------------------------------------------------------
 def cmd_run(args: list[str]) -> int:
     name, port, rm = None, None, False
     i = 0
@@ -75,26 +206,64 @@ def cmd_run(args: list[str]) -> int:
         print(f"docker: Error response from daemon: Conflict. The container name \"/{name}\" is already in use",
               file=sys.stderr)
         return 125
-    proc = subprocess.Popen([sys.executable, str(HELPER), "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    box(name).write_text(json.dumps({"pid": proc.pid, "running": True, "exit": None, "rm": rm}))
+    try:
+        host, p = ADDR.read_text().rsplit(":", 1)
+        sock = socket.create_connection((host, int(p)), timeout=10)
+    except (OSError, ValueError):
+        print("docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+              "Is the docker daemon running?", file=sys.stderr)
+        return 125
+    env = {n: os.environ[n] for n in _env_names(args) if n in os.environ}
+    switches = {n: os.environ[n] for n in SWITCHES if n in os.environ}
+    sock.sendall((json.dumps({"name": name, "port": port, "env": env, "switches": switches, "rm": rm,
+                              "client_pid": os.getpid()}) + "\n").encode())
+    reader = sock.makefile("rb")
+    hello = json.loads(reader.readline())
+    pid, offset = hello["pid"], hello["offset"]
 
-    def forward(signum, frame):
-        proc.send_signal(signum)
+    def forward(signum, frame):  # --sig-proxy: the client passes signals on to the container
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
 
     signal.signal(signal.SIGTERM, forward)
-    with open(DIR / f"{name}.log", "a") as log:
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            log.write(line)
-            log.flush()
-    code = proc.wait()
-    if rm:
-        box(name).unlink(missing_ok=True)
-    else:
-        box(name).write_text(json.dumps({"pid": proc.pid, "running": False, "exit": code, "rm": rm}))
-    return code if code >= 0 else 128 - code
+    signal.signal(signal.SIGINT, forward)
+    log = DIR / f"{name}.log"
+
+    def pump() -> None:
+        nonlocal offset
+        try:
+            with open(log, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            return
+        if data:
+            offset += len(data)
+            try:
+                sys.stdout.buffer.write(data)
+                sys.stdout.flush()
+            except OSError:
+                pass
+
+    code = None
+    sock.settimeout(None)
+    while code is None:
+        pump()
+        try:
+            ready, _, _ = select.select([sock], [], [], 0.05)
+        except InterruptedError:
+            continue
+        if ready:
+            line = reader.readline()
+            if not line:
+                code = 125  # the daemon went away
+                break
+            code = json.loads(line)["exit"]
+    pump()
+    forced = os.environ.get("FAKE_DOCKER_CLIENT_EXIT")
+    return int(forced) if forced else code
 
 
 def cmd_inspect(args: list[str]) -> int:
@@ -104,11 +273,24 @@ def cmd_inspect(args: list[str]) -> int:
         print("[]")
         print(f"Error: No such object: {name}", file=sys.stderr)
         return 1
-    running = c["running"] and alive(c["pid"])
-    print(json.dumps([{"Name": f"/{name}", "State": {"Status": "running" if running else "exited",
-                                                      "Running": running, "ExitCode": c["exit"] or 0,
-                                                      "OOMKilled": False, "Pid": c["pid"] if running else 0}}]))
+    run = running(c)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c.get("started", 0)))
+    print(json.dumps([{"Name": f"/{name}", "State": {
+        "Status": "running" if run else "exited", "Running": run, "Paused": False, "Restarting": False,
+        "OOMKilled": bool(c.get("oom")), "Dead": False, "Pid": c["pid"] if run else 0,
+        "ExitCode": 0 if run else (c.get("exit") or 0), "Error": "", "StartedAt": started}}]))
     return 0
+
+
+def _settled(name: str, timeout: float = 5.0) -> None:
+    """Wait until the daemon has recorded the exit of a container it runs (Docker's CLI returns
+    after the state is updated)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = load(name)
+        if c is None or not c.get("daemon") or not c.get("running"):
+            return
+        time.sleep(0.02)
 
 
 def cmd_stop(args: list[str]) -> int:
@@ -119,13 +301,14 @@ def cmd_stop(args: list[str]) -> int:
     if c is None:
         print(f"Error response from daemon: No such container: {name}", file=sys.stderr)
         return 1
-    if alive(c["pid"]):
+    if running(c):
         os.kill(c["pid"], signal.SIGTERM)
         deadline = time.monotonic() + t
         while alive(c["pid"]) and time.monotonic() < deadline:
             time.sleep(0.05)
         if alive(c["pid"]):
             os.kill(c["pid"], signal.SIGKILL)
+        _settled(name)
     print(name)
     return 0
 
@@ -136,12 +319,15 @@ def cmd_rm(args: list[str]) -> int:
     if c is None:
         print(f"Error response from daemon: No such container: {name}", file=sys.stderr)
         return 1
-    if alive(c["pid"]):
+    if running(c):
         if "-f" not in args:
-            print("Error response from daemon: cannot remove a running container", file=sys.stderr)
+            print(f"Error response from daemon: cannot remove container \"/{name}\": container is running: "
+                  "stop the container before removing or force remove", file=sys.stderr)
             return 1
         os.kill(c["pid"], signal.SIGKILL)
+        _settled(name)
     box(name).unlink(missing_ok=True)
+    (DIR / f"{name}.log").unlink(missing_ok=True)
     print(name)
     return 0
 
@@ -149,7 +335,7 @@ def cmd_rm(args: list[str]) -> int:
 def cmd_logs(args: list[str]) -> int:
     name = args[-1]
     path = DIR / f"{name}.log"
-    if not path.exists():
+    if load(name) is None or not path.exists():
         print(f"Error response from daemon: No such container: {name}", file=sys.stderr)
         return 1
     lines = path.read_text().splitlines()
@@ -161,6 +347,8 @@ def cmd_logs(args: list[str]) -> int:
 
 def main() -> int:
     argv = sys.argv[1:]
+    if argv[:1] == ["daemon"]:
+        return cmd_daemon(argv[1:])
     record(argv)
     if not argv:
         return 1
