@@ -331,9 +331,12 @@ class Supervisor:
             if spec.launcher == "docker":
                 from ..engines import docker
 
-                if (docker.inspect(spec.docker_command, spec.container) or {}).get("Running"):
-                    docker.stop(spec.docker_command, spec.container, spec.stop_timeout)
+                info = docker.inspect(spec.docker_command, spec.container)
+                if (info or {}).get("Running"):
+                    docker.stop(spec.docker_command, spec.container, spec.stop_timeout)  # and removes it
                     was_live = True
+                elif info is not None:  # exited, never removed (its keeper died first)
+                    docker.remove_container(spec.docker_command, spec.container)
         except (OSError, ValueError, TypeError):
             pass
         leader = ProcId(st.pid, st.pid_create_time) if st and st.pid and st.pid_create_time else None
