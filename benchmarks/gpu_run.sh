@@ -38,12 +38,23 @@ YAML
 L="python3 -m llmctl -f /tmp/gpu.yaml"
 nproc; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 echo "== llmctl doctor"; PATH=$B:$PATH LD_LIBRARY_PATH=$B $L doctor
+echo "== llmctl plan gpu (the estimate, before anything runs)"; $L plan gpu
 echo "== llmctl up gpu cpu"; time $L up gpu cpu
 echo "== llmctl status"; $L status; $L status --json > "$OUT/status.json"
 nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,memory.free,driver_version --format=csv,noheader,nounits > "$OUT/nvidia-smi-gpus.csv"
 nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader,nounits > "$OUT/nvidia-smi-apps.csv"
 echo "== nvidia-smi apps"; cat "$OUT/nvidia-smi-apps.csv"
 echo "== offload (server logs)"; for n in gpu cpu; do echo "-- $n"; grep -iE "offloaded|using device|model buffer size|KV buffer size" $LLMCTL_HOME/logs/$n.log | grep -v "^\[llmctl" | head -12; done
-echo "== llmctl bench"; $L bench gpu cpu --mode server --runs 3 --prompt-words 1500 --max-tokens 128 --json > "$OUT/bench.json"; $L bench gpu cpu --mode server --runs 2 --prompt-words 1500 --max-tokens 128
+B_ARGS="--mode server --prompt-words 1500 --max-tokens 128"
+echo "== llmctl bench (a warm-up run first, not kept)"; $L bench gpu cpu $B_ARGS --runs 1 --json > /dev/null
+$L bench gpu cpu $B_ARGS --runs 3 --json > "$OUT/bench.json"
+python3 - "$OUT/bench.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+print("profile  source  prompt_tokens  prompt_tps  gen_tokens  gen_tps  ttft_ms  total_ms  (medians of 3)")
+for r in rows:
+    print(r["profile"], r.get("source"), r["prompt_tokens"], r["prompt_tps"], r["gen_tokens"], r["gen_tps"],
+          r["ttft_ms"], r["total_ms"], sep="  ")
+PY
 echo "== llmctl down"; $L down
 ps aux | grep -E "llama-server|keeper" | grep -v grep || echo "nothing left running"
