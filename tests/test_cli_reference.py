@@ -31,3 +31,24 @@ def test_cli_import_stays_light():
             "'starlette', 'uvicorn', 'numpy') if m in sys.modules]; print(','.join(heavy))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "", f"imported at start-up: {r.stdout.strip()}"
+
+
+def test_fault_table_names_tests_that_exist():
+    """docs/faults.md names the test of each fault case: each name must be a test that exists."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "docs" / "faults.md").read_text()
+    current, checked = None, 0
+    for token in re.findall(r"`([^`]+)`", text):
+        m = re.fullmatch(r"(test_\w+\.py)?(?:::(test_\w+))?", token)
+        if not m or not (m.group(1) or m.group(2)):
+            continue
+        if m.group(1):
+            current = m.group(1)
+            assert (repo / "tests" / current).exists(), current
+        if m.group(2):
+            assert re.search(rf"^def {m.group(2)}\(", (repo / "tests" / current).read_text(), re.M), \
+                f"{current}::{m.group(2)} is named in docs/faults.md but does not exist"
+            checked += 1
+    assert checked >= 30
