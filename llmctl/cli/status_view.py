@@ -52,7 +52,7 @@ def show_status(names: list[str] | None, json: bool, files: list[str] | None) ->
             elif e.exit_code is not None:
                 last = f"exit {e.exit_code}"
             rows.append([e.name, e.state, e.pid, e.url or "", e.model or "", _fmt_uptime(e.uptime_s),
-                         e.restarts, last] + ([_fmt_vram(e)] if any_gpu else []) + [e.message])
+                         e.restarts, last] + ([_fmt_vram(e)] if any_gpu else []) + [_note(e)])
         cols = ["name", "state", "pid", "url", "model", "uptime", "restarts", "last exit"]
         out.table(cols + (["vram"] if any_gpu else []) + ["note"], rows)
         for e in entries:
@@ -62,3 +62,14 @@ def show_status(names: list[str] | None, json: bool, files: list[str] | None) ->
     if not asked or any(e.state != "running" for e in asked):
         return int(ExitCode.NOT_RUNNING)
     return 0
+
+
+def _note(e) -> str:
+    """The state's message; in backoff, with the time left until the next try, as of now."""
+    if e.state == "backoff" and e.next_try_in_s is not None:
+        import re
+
+        left = f"restarting in {e.next_try_in_s:.0f}s"
+        return re.sub(r"restarting in \d+s", left, e.message) if "restarting in" in e.message else \
+            f"{e.message}; {left}".lstrip("; ")
+    return e.message
