@@ -67,8 +67,8 @@ def up(names: NamesArg,
         from ..models.progress import progress_for
         from ..models.pull import ensure_model
 
-        for n in dict.fromkeys(names):
-            ensure_model(config.profile(n), sup.paths, progress=progress_for(out))
+        for prof in [config.profile(n) for n in dict.fromkeys(names)]:  # every name known before any pull
+            ensure_model(prof, sup.paths, progress=progress_for(out))
     progress = _Progress(out, names)
     try:
         results = sup.start(names, timeout=timeout, progress=progress, force=force)
