@@ -130,6 +130,23 @@ def test_concurrency_limit_and_fallback_only_when_running():
     run(go())
 
 
+def test_a_profiles_own_limit_wins_over_serves():
+    async def go():
+        control = Recorder()
+        pool = await started(config(P("heavy", max_concurrent=1), P("light")), control, max_concurrent=3)
+        held = [await pool.acquire("heavy")]
+        with pytest.raises(Busy, match="max_concurrent: 1 in its profile"):
+            await pool.acquire("heavy")
+        held += [await pool.acquire("light") for _ in range(3)]
+        with pytest.raises(Busy, match="serve --max-concurrent 3"):
+            await pool.acquire("light")
+        for lease in held:
+            lease.release()
+        await pool.shutdown()
+
+    run(go())
+
+
 def test_swap_waits_for_requests_in_flight_and_is_not_starved():
     g = {"g": Group(name="g", exclusive=True)}
 

@@ -71,6 +71,8 @@ def test_good_file_loads_with_defaults_and_lines(tmp_path):
      "p.yaml:4: tasks.t.profile: no profile named 'b'"),
     ("profiles:\n  a: {model: x.gguf, port: 80, args: {x: 1, x: 2}}\n",
      "p.yaml:2: profiles.a.args.x: duplicate key"),
+    ("profiles:\n  a:\n    model: x.gguf\n    port: 80\n    max_concurrent: 0\n",
+     "p.yaml:5: profiles.a.max_concurrent: must be at least 1"),
 ])
 def test_each_bad_input_names_file_line_and_key(tmp_path, text, expected):
     found = problems(tmp_path, text)

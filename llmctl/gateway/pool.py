@@ -176,7 +176,7 @@ class Pool:
         shutting down, waited too long)."""
         rec = self.records[name]
         if rec.state == "running" and not rec.claims and not self.closing:  # the common case
-            if rec.inflight >= self.gw.max_concurrent:
+            if rec.inflight >= self.limit(rec):
                 raise self._busy(rec)
             return self._admit(rec)
         w = _Waiter(next(self._tickets), start)
@@ -214,7 +214,7 @@ class Pool:
             if rec.claims and w.ticket > min(rec.claims):
                 w.why = "waiting while it is swapped out for an earlier request"
                 return None
-            if rec.inflight >= self.gw.max_concurrent:
+            if rec.inflight >= self.limit(rec):
                 raise self._busy(rec)
             return self._admit(rec)
         if not w.start:
@@ -257,9 +257,15 @@ class Pool:
         if rec.inflight == 0 and (rec.claims or self._has_waiters()):
             self._changed()
 
+    def limit(self, rec: Record) -> int:
+        """Requests ``rec``'s server gets at once: its ``max_concurrent:``, else serve's."""
+        return rec.profile.max_concurrent or self.gw.max_concurrent
+
     def _busy(self, rec: Record) -> Busy:
-        return Busy(f"{rec.name} is already serving {rec.inflight} requests (the limit: serve --max-concurrent "
-                    f"{self.gw.max_concurrent}); retry later", profile=rec.name)
+        where = (f"max_concurrent: {rec.profile.max_concurrent} in its profile" if rec.profile.max_concurrent
+                 else f"serve --max-concurrent {self.gw.max_concurrent}")
+        return Busy(f"{rec.name} is already serving {rec.inflight} requests (the limit: {where}); retry later",
+                    profile=rec.name)
 
     def _has_waiters(self) -> bool:
         return any(r.waiting for r in self.records.values())

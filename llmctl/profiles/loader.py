@@ -362,6 +362,9 @@ def check(cfg: Config) -> list[Problem]:
         if not 1 <= prof.port <= 65535:
             problems.append(Problem(prof.source, prof.lines.get("port", 0), f"profiles.{prof.name}.port",
                                     "must be between 1 and 65535"))
+        if prof.max_concurrent is not None and prof.max_concurrent < 1:
+            problems.append(Problem(prof.source, prof.lines.get("max_concurrent", 0),
+                                    f"profiles.{prof.name}.max_concurrent", "must be at least 1"))
         if prof.launcher == "docker" and prof.docker is None:
             problems.append(Problem(prof.source, prof.lines.get("launcher", 0), f"profiles.{prof.name}.docker",
                                     "`launcher: docker` needs a `docker:` mapping with an `image:`"))

@@ -158,6 +158,8 @@ class Profile(Located):
     tensor_parallel_size: int | None = _f(None, "vLLM: GPUs to split the model over")
     trust_remote_code: bool = _f(False, "vLLM: run the model repo's own code")
     idle_ttl: float | None = _f(None, "gateway: stop after this many idle seconds")
+    max_concurrent: int | None = _f(None, "gateway: requests sent to this server at once; more get 429 "
+                                    "(default: serve --max-concurrent)")
     group: str | None = _f(None, "gateway: the swap group (defined under `groups:`) this profile is in")
     description: str = _f("", "what this server is for")
     name: str = field(default="", metadata={"internal": True})
