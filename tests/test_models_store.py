@@ -3,6 +3,7 @@ store commands (import, models list/show/rm/catalog) — everything that needs n
 
 from __future__ import annotations
 
+import filecmp
 import json
 from pathlib import Path
 
@@ -159,6 +160,17 @@ def test_import_then_list_show_rm(smollm2, llmctl_home):
     assert r.returncode == 0 and smollm2.exists()  # a linked import loses only its link
     assert not (llmctl_home / "models" / "smol").exists()
     assert "no models yet" in cli("models", "list").stderr
+
+
+def test_import_copies_by_default(smollm2, llmctl_home):
+    r = cli("import", str(smollm2), "--as", "smol-copy")
+    assert r.returncode == 0, r.stderr
+    [e] = json.loads(cli("models", "list", "--json").stdout)
+    stored = Path(e["path"])
+    assert stored.is_relative_to(llmctl_home / "models" / "smol-copy") and not stored.is_symlink()
+    assert stored.stat().st_ino != smollm2.stat().st_ino and filecmp.cmp(stored, smollm2, shallow=False)
+    assert cli("models", "rm", "smol-copy").returncode == 0
+    assert not stored.exists() and smollm2.exists()
 
 
 def test_import_refuses_a_file_that_is_not_gguf(tmp_path):
