@@ -183,6 +183,34 @@ def test_whole_repo_pull(hub, mirror, llmctl_home):
     assert alias["name"] == "tiny-vllm" and len(alias["files"]) == 4
 
 
+def test_progress_on_a_terminal_shows_bytes_speed_and_time_left(hub, llmctl_home):
+    """On a terminal (a pty here) the pull draws rich bars: bytes done of the total, the speed,
+    the time left, and the verification at the end."""
+    import pty
+    import re
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "llmctl", "pull", "smollm-test"], env={**os.environ, **hub,
+                         "COLUMNS": "160"}, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert p.wait(timeout=60) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert "pulling smollm-test:Q4_1" in text
+    assert re.search(r"98\.4/98\.4 MB", text), text[-2000:]
+    assert re.search(r"\d+(\.\d+)? [kMG]?B/s", text) and re.search(r"\d:\d\d:\d\d", text)
+    assert "verified by git-blob-sha1" in text
+
+
 def _partial(home: Path, name: str, file: str) -> Path:
     return home / "models" / name / ".pull" / (file + ".incomplete")
 
