@@ -178,6 +178,10 @@ def test_whole_repo_pull(hub, mirror, llmctl_home):
     assert filecmp.cmp(d / "model.safetensors", origin / "model.safetensors", shallow=False)
     [entry] = json.loads(cli("models", "list", "--json", env=hub).stdout)
     assert entry["path"] == str(d)
+    f = llmctl_home / "vllm.yaml"  # as a vLLM profile's model: the directory
+    f.write_text(f"profiles:\n  v: {{engine: vllm, model: 'hf:{VLLM_REPO}', port: 18998}}\n")
+    shown = json.loads(cli("-f", str(f), "profiles", "show", "v", "--json", env=hub).stdout)
+    assert shown["model_path"] == str(d)
 
     alias = pull_json("tiny-vllm", env=hub)
     assert alias["name"] == "tiny-vllm" and len(alias["files"]) == 4
