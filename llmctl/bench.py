@@ -157,7 +157,7 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
                 samples.append(sample_of(mode, res.timings, tokens_in=res.tokens_in, tokens_out=res.tokens_out,
                                          t0=t0, chunk_times=chunks, t_end=time.monotonic(),
                                          finish_reason=res.finish_reason))
-                note(f"{name} {mode} run {i + 1}/{runs}: {samples[-1]}")
+                note(f"{name} {mode} run {i + 1}/{runs}: {_brief(samples[-1])}")
             rows.append(BenchRow(
                 profile=name, mode=mode, runs=len(samples),
                 prompt_tokens=samples[0]["prompt_tokens"] if samples else None,
@@ -168,3 +168,14 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
                 total_ms=_median([s["total_ms"] for s in samples]) or 0.0,
                 source=_source(samples), error=error, samples=samples, exit_code=code))
     return rows
+
+
+def _brief(sample: dict) -> str:
+    """One progress line: what a person watching wants from a sample."""
+    def num(key: str, fmt: str) -> str:
+        v = sample.get(key)
+        return format(v, fmt) if isinstance(v, (int, float)) else "?"
+
+    return (f"prompt {sample.get('prompt_tokens')} tok at {num('prompt_tps', '.0f')} tok/s, "
+            f"{sample.get('gen_tokens')} tok at {num('gen_tps', '.1f')} tok/s, first token {num('ttft_ms', '.0f')} ms "
+            f"({sample.get('source')})")
