@@ -45,6 +45,25 @@ def test_header_reader_agrees_with_gguf_package(smollm2):
         assert got[k] == (tuple(v) if isinstance(v, list) else v), k
 
 
+def test_header_reader_takes_a_file_object(smollm2):
+    """A binary file object (read/seek) gives what the path gives, read from its position, not closed."""
+    import io
+
+    want = header_fields(smollm2, lambda k: k.startswith("llama.") or k == "general.architecture")
+    with open(smollm2, "rb") as f:
+        assert header_fields(f, lambda k: k.startswith("llama.") or k == "general.architecture") == want
+        assert not f.closed and 24 < f.tell() < smollm2.stat().st_size // 10  # the KV section only
+    with open(smollm2, "rb") as f:
+        head = f.read(4 * 1024 * 1024)
+    buf = io.BytesIO(b"junk" + head)
+    buf.seek(4)
+    assert header_fields(buf, lambda k: k.startswith("llama.") or k == "general.architecture") == want
+    with pytest.raises(ValueError, match="ends early"):
+        header_fields(io.BytesIO(head[:100_000]), lambda k: True)
+    with pytest.raises(ValueError, match="not a GGUF file"):
+        header_fields(io.BytesIO(b"GGML" + head[4:]), lambda k: True)
+
+
 def test_full_offload_smollm2(smollm2):
     lay = read_layout(smollm2)
     est = estimate(prof(backend="cuda", gpu_layers=99, ctx_size=2048), lay)

@@ -436,3 +436,124 @@ def test_profile_with_an_alias_goes_up_once_pulled(hub, mirror, llmctl_home, tmp
 
     assert ensure_model(profile, Paths.from_env(), progress=Record()) == path and seen == []  # already there
     assert port_is_free(port)
+
+
+# -- `llmctl plan` before the pull: the estimate from the Hub ---------------------------------
+PLAN_PROFILE = "profiles:\n  small: {{model: {model}, backend: vulkan, gpu_layers: 99, ctx_size: 2048, port: 18997}}\n"
+
+
+def plan_json(f: Path, env: dict, name: str = "small") -> tuple[int, dict]:
+    r = cli("-f", str(f), "plan", name, "--json", env=env)
+    assert r.stdout, r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_plan_estimates_from_the_hub_before_the_pull(hub, mirror, smollm2, llmctl_home, tmp_path):
+    """An alias not pulled yet is estimated from the Hub: the listing's size and the header read
+    over Range requests only (a few blocks of the 98 MB file, nothing stored); once pulled,
+    the local estimate is exactly the same."""
+    from llmctl.models.remote_gguf import BLOCK
+
+    f = tmp_path / "llmctl.yaml"
+    f.write_text(PLAN_PROFILE.format(model="smollm-test"))
+    gets_before = len(mirror.requests(SMOL_REPO, SMOL_FILE))
+    code, plan = plan_json(f, hub)
+    assert code == 0
+    [remote] = plan["profiles"]
+    assert remote["method"] == "hub" and remote["total"], remote
+    rev = mirror.repos[SMOL_REPO]
+    assert f"estimated from the Hub ({SMOL_REPO}@{rev[:12]}, not pulled yet)" in remote["notes"]
+    assert remote["weights"] == smollm2.stat().st_size  # all 30 layers, size from the listing
+    assert remote["kv_cache"] == 30 * 3 * (64 + 64) * 2 * 2048 and remote["block_count"] == 30
+    assert not (llmctl_home / "models" / "smollm-test-q4_1").exists()  # nothing pulled
+
+    # only `plan` asks the Hub: the estimate `up` and the gateway use never waits on the network
+    from llmctl import load_profiles
+    from llmctl.gpu.estimate import estimate_profile
+
+    before = len(mirror.requests(SMOL_REPO, SMOL_FILE))
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in hub.items():
+            mp.setenv(k, v)
+        local_only = estimate_profile(load_profiles([str(f)]).profiles["small"])
+    assert local_only.total is None and len(mirror.requests(SMOL_REPO, SMOL_FILE)) == before
+
+    # what the mirror saw for the model file: GETs with Range only (206), few enough that
+    # even at one block each they are a small part of the file
+    seen = mirror.requests(SMOL_REPO, SMOL_FILE)[gets_before:]
+    assert seen and all(" 206" in ln for ln in seen), seen
+    assert all(f"/resolve/{rev}/" in ln for ln in seen)
+    assert len(seen) * BLOCK < smollm2.stat().st_size / 10, seen
+
+    table = cli("-f", str(f), "plan", "small", env=hub)
+    assert table.returncode == 0 and "hub" in table.stdout and "not pulled yet" in table.stderr
+
+    assert cli("pull", "smollm-test", env=hub).returncode == 0
+    code, plan = plan_json(f, hub)
+    [local] = plan["profiles"]
+    assert code == 0 and local["method"] == "gguf"
+    assert (local["weights"], local["kv_cache"], local["total"]) == \
+        (remote["weights"], remote["kv_cache"], remote["total"])
+    assert {k: v for k, v in local.items() if k not in ("method", "notes")} == \
+        {k: v for k, v in remote.items() if k not in ("method", "notes")}
+
+
+def test_plan_of_a_split_model_from_the_hub_sums_the_parts(hub, mirror, llmctl_home, tmp_path, monkeypatch):
+    """A split quant: the header comes from part 1, the size is that of both parts."""
+    f = tmp_path / "llmctl.yaml"
+    f.write_text(PLAN_PROFILE.format(model=f"'hf:{SMOL_REPO}:Q2_K'"))
+    parts = [f"SmolLM2-135M-Instruct-Q2_K-0000{i}-of-00002.gguf" for i in (1, 2)]
+    code, plan = plan_json(f, hub)
+    [est] = plan["profiles"]
+    assert code == 0 and est["method"] == "hub", est
+    both = sum(mirror.sizes[(SMOL_REPO, p)] for p in parts)
+    assert est["weights"] == both > mirror.sizes[(SMOL_REPO, parts[0])]
+    assert est["block_count"] == 1 and est["ctx"] == 2048
+
+    # the same through the Range reader in-process: only part 1 is read, a block at most
+    from llmctl.models.remote_gguf import hub_layout
+    from llmctl.paths import Paths
+
+    for k, v in hub.items():
+        monkeypatch.setenv(k, v)
+    remote = hub_layout(f"hf:{SMOL_REPO}:Q2_K", Paths.from_env())
+    assert remote.parts == parts and remote.path == parts[0] and remote.layout.file_size == both
+    assert remote.requests == 1 and remote.received == mirror.sizes[(SMOL_REPO, parts[0])]
+
+
+def test_plan_with_the_hub_down_is_unknown(hub, mirror, llmctl_home, tmp_path):
+    """Nothing listening at HF_ENDPOINT: the estimate is unknown, the note says why, and plan's
+    exit code is what it is for any unknown estimate (a missing local file)."""
+    down = {**hub, "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    f = tmp_path / "llmctl.yaml"
+    f.write_text(PLAN_PROFILE.format(model="smollm-test")
+                 + "  gone: {model: ./missing.gguf, backend: vulkan, port: 18996}\n")
+    t0 = time.monotonic()
+    code, plan = plan_json(f, down)
+    assert time.monotonic() - t0 < 30
+    [est] = plan["profiles"]
+    assert est["method"] == "unknown" and est["total"] is None
+    notes = " ".join(est["notes"])
+    assert "run `llmctl pull smollm-test`" in notes and f"cannot reach {down['HF_ENDPOINT']}" in notes
+    assert plan["unknown"] == ["small"] and plan["need"] is None
+    gone_code, gone = plan_json(f, down, "gone")
+    assert gone["profiles"][0]["method"] == "unknown" and code == gone_code == 0
+
+
+def test_plan_through_a_server_ignoring_range_gives_up_after_one_block(hub, mirror, llmctl_home, tmp_path):
+    """The origin olah answers Range requests with the whole file (200): the estimate reads one
+    block at most, gives up (unknown, saying why) and downloads nothing more."""
+    from llmctl.models.remote_gguf import BLOCK, RangeFile, RangeNotSupported
+
+    origin = {**hub, "HF_ENDPOINT": mirror.origin_url}
+    f = tmp_path / "llmctl.yaml"
+    f.write_text(PLAN_PROFILE.format(model="smollm-test"))
+    code, plan = plan_json(f, origin)
+    [est] = plan["profiles"]
+    assert code == 0 and est["method"] == "unknown" and "ignores HTTP Range requests" in " ".join(est["notes"])
+
+    url = f"{mirror.origin_url}/{SMOL_REPO}/resolve/main/{SMOL_FILE}"
+    reader = RangeFile(url, 98_000_000, {})
+    with pytest.raises(RangeNotSupported):
+        reader.read(24)
+    assert reader.requests == 1 and BLOCK <= reader.received <= BLOCK + (1 << 20)

@@ -199,7 +199,7 @@ def plan(names: NamesArg,
     from ..gpu.estimate import format_size
 
     out = Output(json)
-    p = make_plan(load_config(), names, budget=vram_budget)
+    p = make_plan(load_config(), names, budget=vram_budget, hub=True)
     if json:
         out.data(p.to_dict())
         return

@@ -148,9 +148,10 @@ def _label(g) -> str:
 
 
 def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, budget: str | None = None,
-              report=None, running: dict[str, int] | None = None) -> Plan:
+              report=None, running: dict[str, int] | None = None, hub: bool = False) -> Plan:
     """Estimate ``names`` and compare with the budget (``budget``, else ``defaults.vram_budget``)
-    or, without one, per GPU with the free memory the GPU tools report (rules: module docstring)."""
+    or, without one, per GPU with the free memory the GPU tools report (rules: module docstring).
+    ``hub``: estimate models not pulled yet from the Hub (`llmctl plan` only)."""
     from .probe import probe
 
     profiles: list[Profile] = [config.profile(n) for n in names]
@@ -161,7 +162,7 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
         gpus, _ = placed[p.name]
         totals = [g.total_mib for g in (gpus or report.gpus) if g.total_mib]
         gpu_total = max(totals) * MIB if totals else None  # vLLM: util x the memory of its GPU
-        estimates.append(estimate_profile(p, paths, gpu_total=gpu_total))
+        estimates.append(estimate_profile(p, paths, gpu_total=gpu_total, hub=hub))
     unknown = [e.profile for e in estimates if e.total is None]
     need_known = sum(e.total for e in estimates if e.total is not None)
     notes = [f"{e.profile}: {n}" for e in estimates for n in e.notes]

@@ -15,6 +15,9 @@ vLLM: ``gpu_memory_utilization`` (default 0.9) x the memory of one GPU x
 
 :func:`read_layout` reads the header (with the ``gguf`` package's type codes, imported when called);
 :func:`estimate` is pure arithmetic on a :class:`ModelLayout`; :func:`estimate_profile` does both.
+A catalog alias or ``hf:`` reference not pulled yet is estimated from the Hub (method ``hub``): the
+sizes from the repo listing, the header's key/value section over HTTP Range requests
+(:mod:`llmctl.models.remote_gguf`), nothing downloaded.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
 if TYPE_CHECKING:
     from ..paths import Paths
@@ -60,7 +63,7 @@ class Estimate:
     """GPU memory one profile is expected to take (bytes)."""
 
     profile: str
-    method: str  #: gguf | vllm | cpu | unknown
+    method: str  #: gguf | hub (a GGUF header read from the Hub, not pulled yet) | vllm | cpu | unknown
     total: int | None  #: None: cannot tell
     weights: int = 0
     kv_cache: int = 0
@@ -103,13 +106,24 @@ def _split_parts(path: Path) -> list[Path]:
     return [path.with_name(f"{base}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
 
 
-def header_fields(path: str | Path, wanted: Callable[[str], bool]) -> dict[str, Any]:
+def header_fields(source: str | Path | BinaryIO, wanted: Callable[[str], bool]) -> dict[str, Any]:
     """The metadata keys of a GGUF file for which ``wanted(key)`` is true, read in one pass
     over the key/value section (the tensor index and data are never read). Arrays of numbers
     are returned as tuples; other arrays (the vocabulary) are skipped, not decoded.
 
+    ``source`` is a path or a binary file object with ``read`` and ``seek`` (a local file, or
+    :class:`llmctl.models.remote_gguf.RangeFile` over HTTP); a file object is read from its
+    current position and not closed.
+
     ``gguf.GGUFReader`` would do, but it decodes every field and tensor entry: seconds for a
     large vocabulary, where this reads only what it needs."""
+    if hasattr(source, "read"):
+        return _header_fields(source, wanted, getattr(source, "name", None) or "the stream")  # type: ignore[arg-type]
+    with open(source, "rb") as f:
+        return _header_fields(f, wanted, str(source))
+
+
+def _header_fields(f: BinaryIO, wanted: Callable[[str], bool], label: str) -> dict[str, Any]:
     import struct
 
     from gguf import GGUF_MAGIC, GGUFValueType as T
@@ -117,62 +131,67 @@ def header_fields(path: str | Path, wanted: Callable[[str], bool]) -> dict[str, 
     scalar = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
               T.FLOAT32: "f", T.BOOL: "?", T.UINT64: "Q", T.INT64: "q", T.FLOAT64: "d"}
     out: dict[str, Any] = {}
-    with open(path, "rb") as f:
-        head = f.read(24)
-        if len(head) < 24 or struct.unpack("<I", head[:4])[0] != GGUF_MAGIC:
-            raise ValueError(f"{path} is not a GGUF file")
-        order = "<" if struct.unpack("<I", head[4:8])[0] < 0x10000 else ">"
-        n_kv = struct.unpack(order + "Q", head[16:24])[0]
+    head = f.read(24)
+    if len(head) < 24 or struct.unpack("<I", head[:4])[0] != GGUF_MAGIC:
+        raise ValueError(f"{label} is not a GGUF file")
+    order = "<" if struct.unpack("<I", head[4:8])[0] < 0x10000 else ">"
+    n_kv = struct.unpack(order + "Q", head[16:24])[0]
 
-        def read(fmt: str):
-            size = struct.calcsize(fmt)
-            data = f.read(size)
-            if len(data) != size:
-                raise ValueError(f"{path}: the header ends early")
-            return struct.unpack(order + fmt, data)[0]
+    def exact(n: int) -> bytes:
+        data = f.read(n)
+        if len(data) != n:
+            raise ValueError(f"{label}: the header ends early")
+        return data
 
-        def string(keep: bool) -> str | None:
-            n = read("Q")
-            if not keep:
-                f.seek(n, 1)
-                return None
-            return f.read(n).decode("utf-8", errors="replace")
+    def read(fmt: str):
+        return struct.unpack(order + fmt, exact(struct.calcsize(fmt)))[0]
 
-        def value(vtype: int, keep: bool) -> Any:
-            t = T(vtype)
-            if t == T.STRING:
-                return string(keep)
-            if t == T.ARRAY:
-                itype, count = T(read("I")), read("Q")
-                if itype in scalar:
-                    size = struct.calcsize(scalar[itype])
-                    if not keep:
-                        f.seek(size * count, 1)
-                        return None
-                    data = f.read(size * count)
-                    return tuple(struct.unpack(f"{order}{count}{scalar[itype]}", data))
-                for _ in range(count):  # strings or nested arrays: walk over them
-                    value(itype, False)
-                return None
-            return read(scalar[t]) if keep else f.seek(struct.calcsize(scalar[t]), 1)
+    def string(keep: bool) -> str | None:
+        n = read("Q")
+        if not keep:
+            f.seek(n, 1)
+            return None
+        return exact(n).decode("utf-8", errors="replace")
 
-        for _ in range(n_kv):
-            key = string(True)
-            vtype = read("I")
-            keep = wanted(key)
-            v = value(vtype, keep)
-            if keep:
-                out[key] = v
+    def value(vtype: int, keep: bool) -> Any:
+        t = T(vtype)
+        if t == T.STRING:
+            return string(keep)
+        if t == T.ARRAY:
+            itype, count = T(read("I")), read("Q")
+            if itype in scalar:
+                size = struct.calcsize(scalar[itype])
+                if not keep:
+                    f.seek(size * count, 1)
+                    return None
+                data = exact(size * count)
+                return tuple(struct.unpack(f"{order}{count}{scalar[itype]}", data))
+            for _ in range(count):  # strings or nested arrays: walk over them
+                value(itype, False)
+            return None
+        return read(scalar[t]) if keep else f.seek(struct.calcsize(scalar[t]), 1)
+
+    for _ in range(n_kv):
+        key = string(True)
+        vtype = read("I")
+        keep = wanted(key)
+        v = value(vtype, keep)
+        if keep:
+            out[key] = v
     return out
 
 
-def read_layout(path: str | Path) -> ModelLayout:
-    """The header facts of a GGUF file (the first part of a split model; sizes of all parts)."""
-    path = Path(path)
-    size = sum(p.stat().st_size for p in _split_parts(path) if p.exists()) or path.stat().st_size
-    names = ("block_count", "context_length", "embedding_length", "attention.head_count",
-             "attention.head_count_kv", "attention.key_length", "attention.value_length")
-    fields = header_fields(path, lambda k: k == "general.architecture" or k.split(".", 1)[-1] in names)
+_LAYOUT_NAMES = ("block_count", "context_length", "embedding_length", "attention.head_count",
+                 "attention.head_count_kv", "attention.key_length", "attention.value_length")
+
+
+def layout_keys(key: str) -> bool:
+    """The header keys :func:`layout_from_fields` needs (for :func:`header_fields`)."""
+    return key == "general.architecture" or key.split(".", 1)[-1] in _LAYOUT_NAMES
+
+
+def layout_from_fields(fields: dict[str, Any], size: int) -> ModelLayout:
+    """A :class:`ModelLayout` from the header keys :func:`layout_keys` picks and the size of all parts."""
     arch = fields.get("general.architecture")
 
     def key(name: str):
@@ -188,6 +207,13 @@ def read_layout(path: str | Path) -> ModelLayout:
                        head_count_kv=kv, embedding_length=key("embedding_length"),
                        key_length=key("attention.key_length"), value_length=key("attention.value_length"),
                        context_length=key("context_length"))
+
+
+def read_layout(path: str | Path) -> ModelLayout:
+    """The header facts of a GGUF file (the first part of a split model; sizes of all parts)."""
+    path = Path(path)
+    size = sum(p.stat().st_size for p in _split_parts(path) if p.exists()) or path.stat().st_size
+    return layout_from_fields(header_fields(path, layout_keys), size)
 
 
 # -- the arithmetic ------------------------------------------------------------------------
@@ -263,19 +289,36 @@ def estimate(profile: Profile, layout: ModelLayout | None = None, *, gpu_total: 
                     offloaded_layers=layers, block_count=blocks, ctx=ctx, notes=notes)
 
 
-def estimate_profile(profile: Profile, paths: Paths | None = None, *, gpu_total: int | None = None) -> Estimate:
-    """Resolve the profile's model, read its header and :func:`estimate`. Never raises for a
-    model that cannot be read: the estimate is then ``unknown``."""
+def estimate_profile(profile: Profile, paths: Paths | None = None, *, gpu_total: int | None = None,
+                     hub: bool = False) -> Estimate:
+    """Resolve the profile's model, read its header and :func:`estimate`. A catalog alias or an
+    ``hf:`` reference that is not pulled yet is estimated from the Hub instead (method ``hub``:
+    the repo listing's sizes and the header read over HTTP Range requests, see
+    :mod:`llmctl.models.remote_gguf`). Never raises for a model that cannot be read (nor for
+    the network): the estimate is then ``unknown``, with the reason in its notes. The Hub is
+    asked only with ``hub=True`` (`llmctl plan`): `up` and the gateway never wait on the network
+    for an estimate."""
     if profile.engine == "vllm" or profile.backend == "cpu":
         return estimate(profile, None, gpu_total=gpu_total)
     from ..models.resolve import resolve_model
 
+    method, hub_note = "gguf", None
     try:
         layout = read_layout(resolve_model(profile, paths))
     except Exception as exc:  # noqa: BLE001 - missing model, not a GGUF file, odd header
-        est = estimate(profile, None)
-        est.notes.append(getattr(exc, "message", None) or str(exc))
-        return est
+        layout, why = None, _message(exc)
+        if hub and _from_hub(exc, profile, paths):
+            try:
+                from ..models.remote_gguf import hub_layout
+
+                remote = hub_layout(profile.model, paths)
+                layout, method, hub_note = remote.layout, "hub", remote.note
+            except Exception as hub_exc:  # noqa: BLE001 - the network, the Hub, the header
+                why = f"{why}; estimating from the Hub failed: {_message(hub_exc)}"
+        if layout is None:
+            est = estimate(profile, None)
+            est.notes.append(why)
+            return est
     mmproj_size = None
     if profile.mmproj:
         p = Path(profile.mmproj).expanduser()
@@ -284,4 +327,20 @@ def estimate_profile(profile: Profile, paths: Paths | None = None, *, gpu_total:
             mmproj_size = p.stat().st_size
         except OSError:
             pass
-    return estimate(profile, layout, gpu_total=gpu_total, mmproj_size=mmproj_size)
+    est = estimate(profile, layout, gpu_total=gpu_total, mmproj_size=mmproj_size)
+    if hub_note:
+        est.method = method
+        est.notes.insert(0, hub_note)
+    return est
+
+
+def _message(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or str(exc) or type(exc).__name__
+
+
+def _from_hub(exc: BaseException, profile: Profile, paths: Paths | None) -> bool:
+    """The model is missing only because it was not pulled: the Hub can tell its header."""
+    from ..errors import ModelMissing
+    from ..models.resolve import pullable
+
+    return isinstance(exc, ModelMissing) and pullable(profile.model, paths)
