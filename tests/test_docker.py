@@ -261,7 +261,9 @@ def test_client_killed_container_running_is_stopped_removed_and_restarted(tmp_pa
     log = log_text(env)
     assert "server exited (signal 9)" in log
     assert "but container llmctl-light still runs: stopping and removing it" in log
-    assert "exited with code 143 (`docker inspect`)" in log  # stopped by docker stop: SIGTERM
+    # stopped by us, the container's own exit code (0 for a server that exits cleanly on SIGTERM)
+    # is not what the keeper judges by: the server was lost with its client, a failure
+    assert "exited with code 143 (`docker inspect`)" not in log
     assert not psutil.pid_exists(inner)
     c = calls(fake_docker)
     stop_at = c.index(["stop", "-t", "2", "llmctl-light"])

@@ -191,7 +191,13 @@ def after_exit(docker: str, name: str, stop_timeout: float, code: int | None, si
         out.notes.append(f"the {docker} client exited ({how}) but container {name} still runs: "
                          f"stopping and removing it")
         stop(docker, name, stop_timeout, remove=False)
-        state = inspect(docker, name) or {}
+        # we stopped it, so its exit code (0 after a clean SIGTERM) says nothing: the server
+        # was lost with its client, which the restart policy must see as a failure
+        if not remove_container(docker, name):
+            out.notes.append(f"could not remove container {name}; `{docker} rm -f {name}` by hand")
+        if not sig and not code:
+            out.code = 1
+        return out
     exit_code = state.get("ExitCode")
     if isinstance(exit_code, int) and not isinstance(exit_code, bool) and not state.get("Running"):
         out.code, out.signal = exit_code, None
