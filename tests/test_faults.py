@@ -540,6 +540,33 @@ def test_up_of_a_server_another_up_is_starting_waits_for_its_health(tmp_path, po
     assert cli("down", "srv", env=env).returncode == 0 and not helper_procs(port)
 
 
+def test_up_does_not_believe_the_last_runs_state_while_another_up_holds_the_lock(tmp_path, ports):
+    """Another `up` holds NAME's lock but its keeper has not written a state yet: the state file
+    still says what the last run ended with (`failed`, from a dead keeper). `up NAME` waits
+    instead of reporting that; when the lock is let go without a server, it says so."""
+    from llmctl.paths import Paths
+    from llmctl.supervise.locks import try_lock
+    from llmctl.supervise.state import ServerState, write_state
+
+    port = ports()
+    env = {**os.environ, **fault_profiles(tmp_path, port)}
+    paths = Paths.from_env()
+    paths.ensure()
+    write_state(paths.state_file("srv"), ServerState(name="srv", state="failed", message="last run's end",
+                                                     keeper_pid=999999, keeper_create_time=1.0))
+    fd = try_lock(paths.lock_file("srv"))  # standing in for the other `up`, before its keeper writes
+    waiter = subprocess.Popen([sys.executable, "-m", "llmctl", "up", "srv"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiter.wait(timeout=1.5)
+    finally:
+        os.close(fd)
+    _, err = waiter.communicate(timeout=30)
+    assert waiter.returncode == 8 and "ended without starting it" in err, err
+    assert not helper_procs(port)
+
+
 def test_fault_15_ctrl_c_during_wait_stops_what_it_started(tmp_path, ports):
     """Fault 15: Ctrl-C while `up` waits for health -> exit 130, the server it started is
     stopped, the state says stopped."""

@@ -133,7 +133,7 @@ class Supervisor:
         others: list[str] = []
         try:
             for name, spec in by_name.items():
-                fd = try_lock(self.paths.lock_file(name))
+                fd = _lock_or_none(self.paths.lock_file(name))
                 if fd is None:  # under a keeper already (another `up` may still be starting it)
                     others.append(name)
                     continue
@@ -157,7 +157,8 @@ class Supervisor:
                 for fd in locks.values():
                     os.close(fd)
         try:
-            waited = self._wait_ready(list(locks) + others, t0, progress, others=set(others))
+            waited = self._wait_ready(list(locks) + others, t0, progress,
+                                      others={n: by_name[n].start_timeout for n in others})
         except KeyboardInterrupt:
             self.stop(list(locks))
             from ..errors import Interrupted
@@ -230,9 +231,12 @@ class Supervisor:
             os.close(logf)
 
     def _wait_ready(self, names: list[str], t0: float, progress: Progress | None,
-                    others: set[str] = frozenset()) -> dict[str, tuple]:
+                    others: dict[str, float] | None = None) -> dict[str, tuple]:
         """Wait for every name to be running; collect failures and raise them together.
-        ``others`` are under keepers this call did not start: waited for, never stopped."""
+        ``others`` (name: start timeout) are under keepers this call did not start: waited for
+        (up to that timeout), never stopped. Their state is believed only once their live keeper
+        wrote it: until the keeper of another `up` publishes, the file is the last run's."""
+        others = others or {}
         pending, done, last = set(names), {}, {}
         failures: list[LlmctlError] = []
         while pending:
@@ -243,13 +247,25 @@ class Supervisor:
                 if progress and last.get(name) != state:
                     progress(name, state, elapsed)
                     last[name] = state
-                if state == "running":
+                if name in others:
+                    ours = st is not None and st.keeper_pid and st.keeper_create_time and \
+                        ProcId(st.keeper_pid, st.keeper_create_time).alive()
+                    how = None
+                    if not is_held(self.paths.lock_file(name)):
+                        how = f"the `up` that held its lock ended without starting it (it is {state})"
+                    elif ours and state == "running":
+                        done[name] = (st.pid, elapsed)
+                        pending.discard(name)
+                    elif ours and state in ("failed", "stopped", "backoff", "unhealthy"):
+                        how = f"it is {state} under the keeper of an earlier `up`"
+                    elif elapsed > others[name]:
+                        how = f"not ready within {others[name]:.0f}s under the keeper of an earlier `up`"
+                    if how:
+                        pending.discard(name)
+                        failures.append(self._start_error(name, st, how))
+                elif state == "running":
                     done[name] = (st.pid, elapsed)
                     pending.discard(name)
-                elif name in others:
-                    if state in ("failed", "stopped", "backoff", "unhealthy") or not is_held(self.paths.lock_file(name)):
-                        pending.discard(name)
-                        failures.append(self._start_error(name, st, f"it is {state} under the keeper of an earlier `up`"))
                 elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
                     pending.discard(name)
                     if state == "backoff":  # died right after its first 200: do not leave it cycling
@@ -372,6 +388,17 @@ class Supervisor:
         entries = [entry(self.config, self.paths, n) for n in dict.fromkeys(names)]
         add_gpu_usage(entries)
         return entries
+
+def _lock_or_none(lock: Path) -> int | None:
+    """The profile's lock, or None while a keeper holds it. Tried three times 5 ms apart: a
+    `status` checking the lock holds it for microseconds, and must not pass for a keeper."""
+    for attempt in range(3):
+        fd = try_lock(lock)
+        if fd is not None or attempt == 2:
+            return fd
+        time.sleep(0.005)
+    return None
+
 
 def _wait_released(lock: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
