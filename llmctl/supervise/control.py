@@ -330,17 +330,27 @@ class Supervisor:
         killed = False
         if is_held(lock):
             was_live = True
+            import psutil
+
             keeper = _keeper_of(st, state_path, lock)
+            soon = time.monotonic() + 2.0  # a keeper just forked by `up` has not published yet
+            while keeper is None and is_held(lock) and time.monotonic() < soon:
+                time.sleep(0.05)
+                st = read_state(state_path, name) or st
+                keeper = _keeper_of(st, state_path, lock)
             timeout = (st.stop_timeout if st else 10.0) + 10.0
             if keeper is not None:
-                keeper.send_signal(signal.SIGTERM)
-                deadline = time.monotonic() + timeout
-                while is_held(lock) and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                if is_held(lock):  # a stuck keeper: kill it and stop the tree ourselves
-                    keeper.kill()
-                    killed = True
-                    time.sleep(0.1)
+                try:
+                    keeper.send_signal(signal.SIGTERM)
+                    deadline = time.monotonic() + timeout
+                    while is_held(lock) and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    if is_held(lock):  # a stuck keeper: kill it and stop the tree ourselves
+                        keeper.kill()
+                        killed = True
+                        time.sleep(0.1)
+                except psutil.NoSuchProcess:  # it ended meanwhile
+                    pass
             st = read_state(state_path, name) or st
         try:  # a container outlives its client: stop it by name
             spec = LaunchSpec.read(self.paths.spec_file(name))
@@ -410,24 +420,40 @@ def _wait_released(lock: Path, timeout: float) -> bool:
 
 
 def _keeper_of(st: ServerState | None, state_path: Path, lock: Path):
-    """The keeper process, by recorded identity, else the process with our state file on its
-    command line that holds our lock file open (keepers forked by one `up` share a command
-    line; each keeps only its own lock)."""
+    """The keeper process, by recorded identity, else the keeper process that holds our lock
+    file open (compared by device and inode: the paths may differ through symlinks). Keepers
+    forked by one `up` share a command line; each keeps only its own lock."""
     import psutil
 
     if st and st.keeper_pid and st.keeper_create_time:
         proc = ProcId(st.keeper_pid, st.keeper_create_time).process()
         if proc is not None:
             return proc
+    try:
+        want = os.stat(lock)
+    except OSError:
+        return None
     for proc in psutil.process_iter(["cmdline", "uids"]):
         try:
             cmd = proc.info["cmdline"] or []
-            if "llmctl.supervise.keeper" in cmd and str(state_path) in cmd and proc.info["uids"].real == os.getuid() \
-                    and any(f.path == str(lock) for f in proc.open_files()):
+            if "llmctl.supervise.keeper" not in cmd or proc.info["uids"].real != os.getuid():
+                continue
+            locks = [f.path for f in proc.open_files() if f.path.endswith(".lock")]
+            # the keeper holds its own lock only; the launcher that forks the keepers of one
+            # `up` holds all of theirs for a moment, and is not the keeper
+            if len(locks) == 1 and _same_file(locks[0], want):
                 return proc
         except (psutil.Error, TypeError):
             continue
     return None
+
+
+def _same_file(path: str, st: os.stat_result) -> bool:
+    try:
+        other = os.stat(path)
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _raise_all(errors: list[LlmctlError]) -> None:
