@@ -157,3 +157,20 @@ def test_plan_cli_prints_unknowns(tmp_path):
     assert "limit: unknown (no GPU tool answered and no vram_budget): cannot tell" in r.stdout
     p = json.loads(cli("plan", "enhance", "--json", "--vram-budget", "10GiB", env=env).stdout)
     assert p["need"] is None and p["fits"] is None and p["unknown"] == ["enhance"]
+
+
+def test_unpinned_profiles_count_only_their_vendors_gpus(tmp_path, gemma):
+    """A CUDA profile without devices can only go on an NVIDIA GPU: the AMD GPUs' free memory
+    does not make it fit. (The H200 capture, with its free memory lowered to 100 MiB to stand
+    for a busy card, next to the four MI100s.)"""
+    import dataclasses
+
+    [h200] = gp.parse_nvidia_gpus((DATA / "nvidia-smi-gpus-h200.csv").read_text())
+    busy = dataclasses.replace(h200, free_mib=100)
+    mixed = gp.GpuReport(gpus=mi100s().gpus + [busy], tools={"rocm-smi": "ok", "nvidia-smi": "ok"})
+    body = f"  g: {{model: {gemma}, port: 8003, backend: cuda, gpu_layers: 99, ctx_size: 8192}}\n"
+    p = gb.make_plan(vllm_config(tmp_path, body), ["g"], report=mixed)
+    assert p.estimates[0].total > 100 * gp.MIB
+    assert p.fits is False and "of nvidia GPUs" in p.describe(), p.describe()
+    vulkan = body.replace("backend: cuda", "backend: vulkan")  # any vendor's GPU will do
+    assert gb.make_plan(vllm_config(tmp_path, vulkan), ["g"], report=mixed).fits is True

@@ -187,14 +187,17 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
     shares = {_label(g): GpuShare(_label(g), g.free_mib * MIB if g.free_mib is not None else None)
               for g in report.gpus}
     undecided, over = bool(unknown), False
+    by_vendor: dict[str | None, int] = {}  #: unpinned bytes per GPU vendor (None: any vendor)
     for p, e in zip(profiles, estimates):
         gpus, why = placed[p.name]
         if why:
             plan.problems.append(f"{p.name}: {why}: cannot check it")
             undecided = True
             continue
-        if not gpus:  # anywhere
+        if not gpus:  # anywhere (of its backend's vendor)
             plan.anywhere += e.total or 0
+            vendor = _VENDOR.get(p.backend) if p.backend != "cpu" else None
+            by_vendor[vendor] = by_vendor.get(vendor, 0) + (e.total or 0)
             continue
         for g in gpus:
             s = shares[_label(g)]
@@ -214,6 +217,15 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
         over = True
         plan.problems.append(f"profiles without devices need {format_size(plan.anywhere)} > "
                              f"{format_size(plan.left)} left free on all GPUs")
+    for vendor, need in by_vendor.items():
+        if vendor is None:
+            continue
+        left = sum(max(0, (sh.free or 0) - sh.need) for g, sh in ((g, shares[_label(g)]) for g in report.gpus)
+                   if g.vendor == vendor)
+        if need > left and not over:
+            over = True
+            plan.problems.append(f"profiles without devices need {format_size(need)} of {vendor} GPUs > "
+                                 f"{format_size(left)} left free on them")
     plan.fits = False if over else (None if undecided else True)
     return plan
 
