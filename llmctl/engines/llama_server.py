@@ -54,23 +54,21 @@ def server_argv(profile: Profile, binary: str, model_path: Path, key_file: Path 
     return argv
 
 
-def write_key_file(profile: Profile, paths: Paths) -> Path | None:
-    """Write the API key named by ``api_key_env`` to a 0600 file; None when no key is set."""
+def key_file_for(profile: Profile, paths: Paths) -> Path | None:
+    """Where the API key named by ``api_key_env`` will be (None when the profile has none). The
+    variable must be set now; the file itself is written by the keeper, which holds the
+    profile's lock, just before it starts the server (supervise/keeper.py), so an `up` that
+    fails can never remove the key of another that is starting."""
     if not profile.api_key_env:
         return None
-    value = os.environ.get(profile.api_key_env)
-    if not value:
+    if not os.environ.get(profile.api_key_env):
         raise ProfileError(f"profile {profile.name!r} wants its API key from ${profile.api_key_env}, "
                            f"which is not set ({profile.where('api_key_env')})")
-    path = paths.ensure().key_file(profile.name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value)
-    return path
+    return paths.ensure().key_file(profile.name)
 
 
 def launch_spec(profile: Profile, engine: EngineBinary, model_path: Path, paths: Paths) -> LaunchSpec:
-    key_file = write_key_file(profile, paths)
+    key_file = key_file_for(profile, paths)
     env = dict(engine.env)
     env.update(device_env(profile.backend, profile.devices))
     env.update(profile.env)
@@ -95,4 +93,5 @@ def launch_spec(profile: Profile, engine: EngineBinary, model_path: Path, paths:
         crash_limit=profile.crash_limit,
         crash_window=profile.crash_window,
         unset_env=[profile.api_key_env] if profile.api_key_env else [],
+        key_files={str(key_file): profile.api_key_env} if key_file else {},
     )

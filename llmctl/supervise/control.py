@@ -54,7 +54,7 @@ class Supervisor:
 
     # -- start ----------------------------------------------------------------------------
     def prepare(self, profile: Profile, start_timeout: float | None = None) -> LaunchSpec:
-        """Everything that can fail before a process exists: engine, model, argv, key file."""
+        """Everything that can fail before a process exists: engine, model, argv, key variable."""
         from ..engines.launch import spec_for
 
         spec = spec_for(profile, self.paths)
@@ -75,25 +75,15 @@ class Supervisor:
         self.paths.ensure()
         specs: list[LaunchSpec] = []
         errors: list[LlmctlError] = []
-        try:
-            for p in profiles:
-                try:
-                    specs.append(self.prepare(p, timeout))
-                except LlmctlError as exc:
-                    errors.append(exc)
-            _raise_all(errors)
-            if not force:
-                self._check_vram(names)
-            return self.launch(specs, progress=progress)
-        except BaseException:
-            self._drop_keys(names)
-            raise
-
-    def _drop_keys(self, names: list[str]) -> None:
-        """After a failed `up`: no key file is left for a profile that is not running."""
-        for name in names:
-            if not is_held(self.paths.lock_file(name)):
-                self.paths.key_file(name).unlink(missing_ok=True)
+        for p in profiles:
+            try:
+                specs.append(self.prepare(p, timeout))
+            except LlmctlError as exc:
+                errors.append(exc)
+        _raise_all(errors)
+        if not force:
+            self._check_vram(names)
+        return self.launch(specs, progress=progress)
 
     def _check_vram(self, names: list[str]) -> None:
         """Refuse, with the numbers, profiles that would not fit the GPU memory or vram_budget."""

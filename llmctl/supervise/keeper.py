@@ -114,6 +114,7 @@ class Keeper:
             env.pop(var, None)
         now = self.ops.now()
         try:
+            self.write_key_files()
             if self.spec.launcher == "docker":
                 from ..engines import docker
 
@@ -130,6 +131,17 @@ class Keeper:
         self.machine.spawned(now)
         self._next_probe = now
         self.note(f"started pid {self.server.pid}: {' '.join(self.spec.argv)}")
+
+    def write_key_files(self) -> None:
+        """The server's API key files (0600), from the variables of our own environment (the
+        value never passes through the spec, the state or argv)."""
+        for path, var in self.spec.key_files.items():
+            value = os.environ.get(var)
+            if not value:
+                raise OSError(f"${var} (the API key) is not set in the keeper's environment")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value)
 
     def adopt_server(self, server: ProcId) -> None:
         """Watch a server whose keeper died (it is not our child: poll it instead of waiting)."""

@@ -32,6 +32,7 @@ class LaunchSpec:
     crash_window: float = 300.0
     unset_env: list[str] = field(default_factory=list)  #: removed from the server's environment
     env_from: dict[str, str] = field(default_factory=dict)  #: VAR -> variable of the keeper's env to copy
+    key_files: dict[str, str] = field(default_factory=dict)  #: path -> variable whose value the keeper writes there (0600)
     launcher: str = "native"  #: native | docker
     container: str = ""  #: docker: the container's name
     docker_command: str = "docker"
