@@ -190,8 +190,8 @@ def test_api_key_stays_out_of_argv_and_output(tmp_path, smollm2, ports, llama_se
 
 
 def test_failed_up_leaves_no_key_file(tmp_path, smollm2, ports):
-    """The key file is written while preparing; an `up` that then fails (here: the port is
-    held by another program) removes it again."""
+    """The key file is written only by the keeper, just before the server starts: an `up` that
+    fails before that (here: the port is held by another program) leaves none."""
     import socket
 
     port = ports()

@@ -44,6 +44,7 @@ log = logging.getLogger("llmctl.gateway")
 #: states in which a server holds (or is about to hold, or still holds) its memory
 LIVE = ("starting", "running", "stopping", "recovering")
 SUSPECT_WINDOW = 5.0  #: seconds of state re-reads after a server could not be reached
+SUSPECT_EVERY = 0.5  #: ... at most this often (a status runs the GPU tools and docker inspect)
 _FROM_SUPERVISOR = {"running": "running", "unhealthy": "running", "starting": "recovering",
                     "backoff": "recovering", "stopped": "stopped", "failed": "failed"}
 
@@ -441,7 +442,8 @@ class Pool:
             try:
                 self._idle_pass()
                 now = time.monotonic()
-                if woke or now < self._suspect_until or (interval and now - last >= interval):
+                suspect = now < self._suspect_until and now - last >= SUSPECT_EVERY
+                if woke or suspect or (interval and now - last >= interval):
                     last = time.monotonic()
                     await self.refresh()
             except asyncio.CancelledError:

@@ -140,16 +140,21 @@ class Supervisor:
                 os.close(fd)
             raise
         t0 = time.monotonic()
+        launcher = None
         if locks:
             try:  # one process, in a new session, forks every keeper and exits at once
-                self._spawn_keepers([(by_name[name], fd, adopt.get(name)) for name, fd in locks.items()]).wait()
+                launcher = self._spawn_keepers([(by_name[name], fd, adopt.get(name)) for name, fd in locks.items()])
             finally:
-                for fd in locks.values():
+                for fd in locks.values():  # the launcher has its own copies
                     os.close(fd)
         try:
+            if launcher is not None:
+                launcher.wait()
             waited = self._wait_ready(list(locks) + others, t0, progress,
                                       others={n: by_name[n].start_timeout for n in others})
         except KeyboardInterrupt:
+            if launcher is not None:
+                launcher.wait()  # let it finish forking the keepers, then stop them all
             self.stop(list(locks))
             from ..errors import Interrupted
 

@@ -178,9 +178,8 @@ class Keeper:
             code, sig, oom = self._container_exited(code, sig)
         self.server = None
         # Whatever the server left behind (children in its group) goes with it.
-        if self.members:
-            self.ops.stop(None, self.members, 2.0)
-            self.members = []
+        if self.members:  # what survives stays recorded, for `down` to find and report
+            self.members = self.ops.stop(None, self.members, 2.0)
         self.machine.exited(code, sig, self.ops.now())
         if oom:  # say it where `status` and `up` show the reason, not only in the log
             from ..engines.docker import OOM_NOTE
