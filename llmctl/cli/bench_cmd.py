@@ -50,11 +50,12 @@ def bench(names: NamesArg,
     else:
         out.table(["profile", "mode", "runs", "prompt tok", "prompt tok/s", "gen tok", "gen tok/s", "ttft ms",
                    "total ms", "source", "note"],
-                  [[r.profile, r.mode, r.runs, r.prompt_tokens, _fmt(r.prompt_tps, r.source == "client"),
-                    r.gen_tokens, _fmt(r.gen_tps, r.source == "client"), r.ttft_ms, r.total_ms if r.runs else None,
+                  [[r.profile, r.mode, r.runs, r.prompt_tokens, _fmt(r.prompt_tps, r.source in CLIENT),
+                    r.gen_tokens, _fmt(r.gen_tps, r.source in CLIENT), r.ttft_ms, r.total_ms if r.runs else None,
                     r.source, r.error or ""] for r in rows])
-        if any(r.source == "client" for r in rows):
-            out.text("* measured by the client from the streamed answer (the engine reported no timings)")
+        if any(r.source in CLIENT for r in rows):
+            out.text("* measured by the client from the streamed answer where the engine reported no timings "
+                     "(`mixed`: some of the row's figures)")
     failed = [r for r in rows if r.exit_code]
     if failed:
         if not json:
@@ -63,5 +64,7 @@ def bench(names: NamesArg,
                     out.hint(f"start it with `llmctl up {r.profile}`, or use --mode cli")
         raise typer.Exit(failed[0].exit_code)
 
+
+CLIENT = ("client", "mixed")  #: rows with figures the client measured: marked *
 
 COMMANDS = {"bench": handle_errors(bench)}
