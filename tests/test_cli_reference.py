@@ -52,3 +52,19 @@ def test_fault_table_names_tests_that_exist():
                 f"{current}::{m.group(2)} is named in docs/faults.md but does not exist"
             checked += 1
     assert checked >= 30
+
+
+def test_readme_example_profile_file_validates(tmp_path):
+    """The annotated example in the README's Profiles section is a valid file."""
+    import re
+
+    from .util import cli
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    m = re.search(r"```yaml\n(profiles:\n  heavy:\n.*?)```", text, re.S)
+    assert m, "README.md has no example profile file"
+    f = tmp_path / "example.yaml"
+    f.write_text(m.group(1))
+    r = cli("-f", str(f), "profiles", "validate", env={"LLAMA_KEY": "x"})
+    assert r.returncode == 0, r.stderr
+    assert "2 profile(s), 2 task(s)" in r.stdout

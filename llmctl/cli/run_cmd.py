@@ -81,7 +81,10 @@ def run(
 def embed(
     texts: Annotated[Optional[List[str]], typer.Argument(help="Texts to embed (one vector each); `-` or "
                                                          "omitted: read stdin.", show_default=False)] = None,
-    profile: ProfileOpt = None,
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", autocompletion=_complete_profiles, show_default=False,
+        help="Profile whose server makes the vectors (default: the first running one with "
+             "`embeddings: true`).")] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Stdin holds one text per line (else: one text).")] = False,
     json: Annotated[bool, typer.Option("--json", help="One JSON object with the profile, model, dimensions "
                                        "and all vectors (default: one JSON array per text, one per line).")] = False,
