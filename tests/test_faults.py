@@ -417,7 +417,7 @@ def test_one_up_keeps_its_servers_in_one_session_and_down_finds_each_keeper(tmp_
 
     paths = Paths.from_env()
     for n in ("a", "b"):  # found without the state's record: by command line and the lock it holds
-        assert _keeper_of(None, paths.state_file(n), paths.lock_file(n)).pid == keepers[n]
+        assert _keeper_of(None, paths.lock_file(n)).pid == keepers[n]
     state = paths.state_file("a")
     state.write_text('{"name": "a", "state": 42')
     assert cli("down", "a", env=env).returncode == 0

@@ -327,12 +327,12 @@ class Supervisor:
             was_live = True
             import psutil
 
-            keeper = _keeper_of(st, state_path, lock)
+            keeper = _keeper_of(st, lock)
             soon = time.monotonic() + 2.0  # a keeper just forked by `up` has not published yet
             while keeper is None and is_held(lock) and time.monotonic() < soon:
                 time.sleep(0.05)
                 st = read_state(state_path, name) or st
-                keeper = _keeper_of(st, state_path, lock)
+                keeper = _keeper_of(st, lock)
             timeout = (st.stop_timeout if st else 10.0) + 10.0
             if keeper is not None:
                 try:
@@ -397,12 +397,13 @@ class Supervisor:
 def _lock_or_none(lock: Path) -> int | None:
     """The profile's lock, or None while a keeper holds it. Tried three times 5 ms apart: a
     `status` checking the lock holds it for microseconds, and must not pass for a keeper."""
-    for attempt in range(3):
-        fd = try_lock(lock)
-        if fd is not None or attempt == 2:
-            return fd
+    fd = try_lock(lock)
+    for _ in range(2):
+        if fd is not None:
+            break
         time.sleep(0.005)
-    return None
+        fd = try_lock(lock)
+    return fd
 
 
 def _wait_released(lock: Path, timeout: float) -> bool:
@@ -414,7 +415,7 @@ def _wait_released(lock: Path, timeout: float) -> bool:
     return True
 
 
-def _keeper_of(st: ServerState | None, state_path: Path, lock: Path):
+def _keeper_of(st: ServerState | None, lock: Path):
     """The keeper process, by recorded identity, else the keeper process that holds our lock
     file open (compared by device and inode: the paths may differ through symlinks). Keepers
     forked by one `up` share a command line; each keeps only its own lock."""
