@@ -108,6 +108,30 @@ def test_exit_while_starting_fails_fast_with_log_tail(ports):
     assert st.state == "failed" and st.exit_code == 3
 
 
+def test_keeper_failing_between_state_read_and_lock_check_keeps_its_reason(ports, monkeypatch):
+    """The gap between reading a server's state and finding its lock free is widened on purpose
+    (a lock check that first sleeps), so the keeper writes `failed` and exits inside it: `up` and
+    `status` must still report the keeper's own reason, never "exited unexpectedly" (a CI run on a
+    loaded machine once hit this gap unaided)."""
+    import llmctl.supervise.control as control
+    import llmctl.supervise.status as status
+
+    real = control.is_held
+
+    def slow_is_held(path):
+        time.sleep(0.3)
+        return real(path)
+
+    monkeypatch.setattr(control, "is_held", slow_is_held)
+    monkeypatch.setattr(status, "is_held", slow_is_held)
+    sup = Supervisor()
+    with pytest.raises(StartFailed) as ei:
+        sup.launch([spec("gap", ports(), "--exit-now", "3")])
+    assert "exited with code 3 while starting" in ei.value.message
+    [st] = sup.status(["gap"])
+    assert st.state == "failed" and st.exit_code == 3 and "exited with code 3" in st.message
+
+
 def test_crash_after_ready_is_restarted_with_backoff(ports):
     port = ports()
     sup = Supervisor()

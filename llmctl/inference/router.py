@@ -84,8 +84,8 @@ def server_states(config: Config, names: list[str]) -> tuple[dict[str, str], set
     states: dict[str, str] = {}
     unclear: list[str] = []
     for n in names:
+        held = is_held(paths.lock_file(n))  # before the state: see supervise/status.py entry()
         st = read_state(paths.state_file(n), n)
-        held = is_held(paths.lock_file(n))
         if held and st is not None:
             states[n] = st.state
         elif not held and (st is None or st.state == "stopped" and not st.pid):

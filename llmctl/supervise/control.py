@@ -247,6 +247,8 @@ class Supervisor:
                         ProcId(st.keeper_pid, st.keeper_create_time).alive()
                     how = None
                     if not is_held(self.paths.lock_file(name)):
+                        st = read_state(self.paths.state_file(name), name) or st  # its last word
+                        state = st.state if st else state
                         how = f"the `up` that held its lock ended without starting it (it is {state})"
                     elif ours and state == "running":
                         done[name] = (st.pid, elapsed)
@@ -263,6 +265,10 @@ class Supervisor:
                     pending.discard(name)
                 elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
                     pending.discard(name)
+                    # the keeper writes its last state before its lock goes: read it again, or a
+                    # keeper that failed between the two reads above is reported without its reason
+                    st = read_state(self.paths.state_file(name), name) or st
+                    state = st.state if st else state
                     if state == "backoff":  # died right after its first 200: do not leave it cycling
                         self.stop([name])
                     _wait_released(self.paths.lock_file(name), 5.0)  # nothing of it outlives `up`

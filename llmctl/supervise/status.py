@@ -68,8 +68,10 @@ def tail(path: str | Path, n: int = 30) -> str:
 def entry(config: Config, paths: Paths, name: str) -> StatusEntry:
     """One profile's status from its state file, its keeper lock and its processes."""
     prof = config.profiles.get(name)
-    st = read_state(paths.state_file(name), name)
+    # the lock first: a keeper writes its last state before its lock goes, so a state read after
+    # the lock was seen free is final (the other order can pair a stale `starting` with no keeper)
     held = is_held(paths.lock_file(name))
+    st = read_state(paths.state_file(name), name)
     e = StatusEntry(name=name, engine=prof.engine if prof else "", state="stopped", pid=None,
                     port=prof.port if prof else None, url=prof.url if prof else None,
                     model=prof.model if prof else None, uptime_s=None, restarts=0, exit_code=None,
