@@ -156,7 +156,7 @@ def test_client_figures_agree_with_the_servers(server, monkeypatch):
     chunks: list[float] = []
     t0 = time.monotonic()
     res = run_task(prompts_for(1, 60)[0], profile="sm", mode="server", config=load_profiles(),
-                   overrides={"max_tokens": 24, "temperature": 0.0}, on_text=lambda s: chunks.append(time.monotonic()),
+                   overrides={"max_tokens": 64, "temperature": 0.0}, on_text=lambda s: chunks.append(time.monotonic()),
                    timeout=60)
     t_end = time.monotonic()
     assert res.timings["predicted_n"] == res.tokens_out and len(chunks) >= res.tokens_out // 2

@@ -97,7 +97,7 @@ tasks:
         sup = Supervisor(config)
         try:
             sup.start(["light", "heavy"])
-            gw = start_in_thread(config, GatewayConfig(port=0, api_key=GW_KEY, max_concurrent=3, refresh_interval=0),
+            gw = start_in_thread(config, GatewayConfig(port=0, api_key=GW_KEY, max_concurrent=3, refresh_interval=0, retry_failed_after=600),
                                  paths=Paths.from_env())
             try:
                 yield Env(home, config, gw, gw.url)
@@ -149,14 +149,16 @@ def test_streaming_relays_chunks_as_they_come(env):
     c = env.client()
     t0 = time.monotonic()
     times, text = [], []
-    for chunk in c.chat.completions.create(model="light", messages=STORY, max_tokens=48, stream=True):
+    for chunk in c.chat.completions.create(model="light", messages=STORY, max_tokens=48, stream=True,
+                                              temperature=0):
         if chunk.choices and chunk.choices[0].delta.content:
             times.append(time.monotonic() - t0)
             text.append(chunk.choices[0].delta.content)
     assert len(times) >= 20, text
-    # relayed as generated, not collected: pieces arrive spread over the generation, one by one
-    gaps = sorted(b - a for a, b in zip(times, times[1:]))
-    assert times[-1] - times[0] > 0.25 and gaps[len(gaps) // 2] > 0.002, times
+    # relayed as generated, not collected: pieces arrive spread over the generation, in many
+    # separate deliveries (a busy machine may bunch a few together; a buffering relay sends one)
+    deliveries = 1 + sum(b - a > 0.002 for a, b in zip(times, times[1:]))
+    assert times[-1] - times[0] > 0.25 and deliveries >= 8, times
 
 
 def test_client_disconnect_cancels_the_generation(env):
@@ -252,6 +254,11 @@ def test_backend_killed_mid_stream_ends_with_an_error_event(env):
                     os.kill(env.pid("victim"), signal.SIGKILL)
     assert len(got) >= 3
     assert re.search(r"victim: the server stopped in the middle of the answer", err.value.message)
+    # the client saw the error event before the gateway finished the request: poll its count
+    deadline = time.monotonic() + 5
+    while env.metric('llmctl_gateway_requests_total{profile="victim",endpoint="/v1/chat/completions",code="502"}') \
+            != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert env.metric('llmctl_gateway_requests_total{profile="victim",endpoint="/v1/chat/completions",code="502"}') == 1
     assert env.gw.gateway.pool.records["victim"].inflight == 0
 

@@ -193,7 +193,10 @@ def test_idle_ttl_racing_a_request_never_deadlocks():
         await asyncio.sleep(0.3)  # held: the TTL does not apply while a request is in flight
         assert pool.records["a"].state == "running"
         lease.release()
-        await asyncio.sleep(0.5)
+        for _ in range(500):  # TTL, reaper tick, the stop itself: 0.4 s or so, longer on a busy machine
+            if pool.records["a"].state == "stopped":
+                break
+            await asyncio.sleep(0.01)
         assert pool.records["a"].state == "stopped"
         await pool.shutdown()
 

@@ -91,7 +91,8 @@ groups:
         def stream_main() -> None:
             try:
                 pieces = []
-                for chunk in c.chat.completions.create(model="main", messages=STORY, max_tokens=150, stream=True):
+                for chunk in c.chat.completions.create(model="main", messages=STORY, max_tokens=150, stream=True,
+                                                      temperature=0):
                     if chunk.choices and chunk.choices[0].delta.content:
                         pieces.append(chunk.choices[0].delta.content)
                         first.set()
@@ -129,7 +130,9 @@ groups:
         # side idles for its idle_ttl: it stops and the primary comes back
         wait_for(lambda: states(sup, "main", "side") == {"main": "running", "side": "stopped"}, 20,
                  "the primary's return")
-        assert metric(gw.url, 'llmctl_gateway_starts_total{profile="main",outcome="ok"}') == 2
+        # the gateway counts the start once its own wait sees it, a moment after the supervisor
+        wait_for(lambda: metric(gw.url, 'llmctl_gateway_starts_total{profile="main",outcome="ok"}') == 2, 5,
+                 "the gateway to count the primary's second start")
         assert metric(gw.url, 'llmctl_gateway_stops_total{profile="side",reason="idle"}') == 1
     finally:
         gw.stop()

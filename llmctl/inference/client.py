@@ -148,7 +148,7 @@ def served_models(base_url: str, headers: dict[str, str], *, name: str, deadline
     return [m.get("id") for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
 
 
-def healthy(base_url: str, timeout: float = 0.5) -> bool:
+def healthy(base_url: str, timeout: float = 2.0) -> bool:
     """True when ``GET /health`` answers 200 (llama-server and vLLM both have it)."""
     try:
         resp = http.request("GET", base_url + "/health", deadline=time.monotonic() + timeout,

@@ -123,7 +123,7 @@ class Supervisor:
         others: list[str] = []
         try:
             for name, spec in by_name.items():
-                fd = _lock_or_none(self.paths.lock_file(name))
+                fd = _lock_or_none(self.paths.lock_file(name), self.paths.state_file(name))
                 if fd is None:  # under a keeper already (another `up` may still be starting it)
                     others.append(name)
                     continue
@@ -210,9 +210,15 @@ class Supervisor:
             spec_path, log = self.paths.spec_file(name), self.paths.log_file(name)
             spec.write(spec_path)
             state_path = self.paths.state_file(name)
-            if adopt is None:
+            old = read_state(state_path, name) if adopt is not None else None
+            if old is not None:  # the dead keeper's `running` must not pass for the new keeper's word
+                old.state, old.keeper_pid, old.keeper_create_time = "starting", None, None
+                write_state(state_path, old)
+            else:
                 write_state(state_path, ServerState(name=name, state="starting", engine=spec.engine,
                                                     host=spec.host, port=spec.port, url=spec.url, model=spec.model,
+                                                    pid=adopt.pid if adopt else None,
+                                                    pid_create_time=adopt.create_time if adopt else None,
                                                     log=str(log)))
             argv += ["--keep", str(spec_path), str(state_path), str(log), str(lock_fd),
                      f"{adopt.pid}:{adopt.create_time!r}" if adopt is not None else "-"]
@@ -260,8 +266,8 @@ class Supervisor:
                     if how:
                         pending.discard(name)
                         failures.append(self._start_error(name, st, how))
-                elif state == "running":
-                    done[name] = (st.pid, elapsed)
+                elif state in ("running", "unhealthy"):  # unhealthy: it answered 200, then stopped
+                    done[name] = (st.pid, elapsed)     # (status says so; waiting on would never end)
                     pending.discard(name)
                 elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
                     pending.discard(name)
@@ -326,10 +332,11 @@ class Supervisor:
         from .stop import stop_tree, tree
 
         state_path, lock = self.paths.state_file(name), self.paths.lock_file(name)
+        held = is_held(lock)  # before the state, which a keeper writes before its lock goes
         st = read_state(state_path, name)
         was_live = bool(st and st.state in LIVE_STATES)
         killed = False
-        if is_held(lock):
+        if held:
             was_live = True
             import psutil
 
@@ -400,13 +407,20 @@ class Supervisor:
         add_gpu_usage(entries)
         return entries
 
-def _lock_or_none(lock: Path) -> int | None:
-    """The profile's lock, or None while a keeper holds it. Tried three times 5 ms apart: a
-    `status` checking the lock holds it for microseconds, and must not pass for a keeper."""
+def _lock_or_none(lock: Path, st_path: Path | None = None) -> int | None:
+    """The profile's lock, or None while a keeper holds it. A `status` checking the lock holds
+    it (shared) for microseconds, longer if it is preempted on a busy machine, and must not pass
+    for a keeper: retried 5 ms apart, up to 0.3 s unless the state names a live keeper."""
     fd = try_lock(lock)
-    for _ in range(2):
-        if fd is not None:
-            break
+    deadline = time.monotonic() + 0.3
+    tries = 0
+    while fd is None and time.monotonic() < deadline:
+        tries += 1
+        if tries == 3 and st_path is not None:
+            st = read_state(st_path, lock.stem)
+            if st and st.keeper_pid and st.keeper_create_time and \
+                    ProcId(st.keeper_pid, st.keeper_create_time).alive():
+                break  # a keeper runs it: no need to wait out the checkers
         time.sleep(0.005)
         fd = try_lock(lock)
     return fd
@@ -435,7 +449,8 @@ def _keeper_of(st: ServerState | None, lock: Path):
         want = os.stat(lock)
     except OSError:
         return None
-    for proc in psutil.process_iter(["cmdline", "uids"]):
+    found = []
+    for proc in psutil.process_iter(["cmdline", "uids", "ppid"]):
         try:
             cmd = proc.info["cmdline"] or []
             if "llmctl.supervise.keeper" not in cmd or proc.info["uids"].real != os.getuid():
@@ -444,10 +459,12 @@ def _keeper_of(st: ServerState | None, lock: Path):
             # the keeper holds its own lock only; the launcher that forks the keepers of one
             # `up` holds all of theirs for a moment, and is not the keeper
             if len(locks) == 1 and _same_file(locks[0], want):
-                return proc
+                found.append(proc)
         except (psutil.Error, TypeError):
             continue
-    return None
+    # a launcher of one profile also holds just that lock until it returns: its child is the keeper
+    parents = {p.info["ppid"] for p in found}
+    return next((p for p in found if p.pid not in parents), None)
 
 
 def _same_file(path: str, st: os.stat_result) -> bool:

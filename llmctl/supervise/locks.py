@@ -20,11 +20,16 @@ def try_lock(path: Path) -> int | None:
 
 
 def is_held(path: Path) -> bool:
-    """True while some process (a keeper) holds the lock."""
-    if not path.exists():
+    """True while some process (a keeper) holds the lock. Checked with a shared lock, so that
+    two checkers at once never take each other for a keeper (keepers hold it exclusively)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
         return False
-    fd = try_lock(path)
-    if fd is None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    os.close(fd)
+    finally:
+        os.close(fd)
     return False
