@@ -407,12 +407,12 @@ class Supervisor:
         add_gpu_usage(entries)
         return entries
 
-def _lock_or_none(lock: Path, st_path: Path | None = None) -> int | None:
+def _lock_or_none(lock: Path, st_path: Path | None = None, wait: float = 0.3) -> int | None:
     """The profile's lock, or None while a keeper holds it. A `status` checking the lock holds
     it (shared) for microseconds, longer if it is preempted on a busy machine, and must not pass
     for a keeper: retried 5 ms apart, up to 0.3 s unless the state names a live keeper."""
     fd = try_lock(lock)
-    deadline = time.monotonic() + 0.3
+    deadline = time.monotonic() + wait
     tries = 0
     while fd is None and time.monotonic() < deadline:
         tries += 1
