@@ -249,8 +249,7 @@ class Supervisor:
                     progress(name, state, elapsed)
                     last[name] = state
                 if name in others:
-                    ours = st is not None and st.keeper_pid and st.keeper_create_time and \
-                        ProcId(st.keeper_pid, st.keeper_create_time).alive()
+                    ours = st is not None and st.keeper_alive()
                     how = None
                     if not is_held(self.paths.lock_file(name)):
                         st = read_state(self.paths.state_file(name), name) or st  # its last word
@@ -266,8 +265,8 @@ class Supervisor:
                     if how:
                         pending.discard(name)
                         failures.append(self._start_error(name, st, how))
-                elif state in ("running", "unhealthy"):  # unhealthy: it answered 200, then stopped
-                    done[name] = (st.pid, elapsed)     # (status says so; waiting on would never end)
+                elif state in ("running", "unhealthy"):  # unhealthy: it answered 200, then failed
+                    done[name] = (st.pid, elapsed)     # its checks (status shows it); it did start
                     pending.discard(name)
                 elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
                     pending.discard(name)
@@ -418,8 +417,7 @@ def _lock_or_none(lock: Path, st_path: Path | None = None, wait: float = 0.3) ->
         tries += 1
         if tries == 3 and st_path is not None:
             st = read_state(st_path, lock.stem)
-            if st and st.keeper_pid and st.keeper_create_time and \
-                    ProcId(st.keeper_pid, st.keeper_create_time).alive():
+            if st and st.keeper_alive():
                 break  # a keeper runs it: no need to wait out the checkers
         time.sleep(0.005)
         fd = try_lock(lock)

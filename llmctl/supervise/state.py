@@ -44,6 +44,13 @@ class ServerState:
     stop_timeout: float = 10.0
     updated_wall: float = 0.0
 
+    def keeper_alive(self) -> bool:
+        """The keeper that wrote this record is still running (by pid and start time)."""
+        from .identity import ProcId
+
+        return bool(self.keeper_pid and self.keeper_create_time and
+                    ProcId(self.keeper_pid, self.keeper_create_time).alive())
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
