@@ -19,7 +19,7 @@ from llmctl.engines.launch import spec_for
 from llmctl.paths import Paths
 from llmctl.profiles import load
 
-from .util import cli, port_is_free
+from .util import cli, port_is_free, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE = REPO / "tests" / "helpers" / "fake_docker.py"
@@ -165,16 +165,6 @@ def docker_profile(tmp_path: Path, port: int, extra: str = "") -> dict:
 def status(env: dict) -> dict:
     [st] = json.loads(cli("status", "--json", env=env).stdout)
     return st
-
-
-def wait_for(pred, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def container(state: Path) -> dict | None:

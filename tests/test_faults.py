@@ -20,7 +20,7 @@ from llmctl.supervise.control import Supervisor
 from llmctl.supervise.identity import ProcId
 from llmctl.supervise.spec import LaunchSpec
 
-from .util import port_is_free
+from .util import port_is_free, wait_for
 
 HELPER = str(Path(__file__).parent / "helpers" / "misbehaving_server.py")
 
@@ -39,16 +39,6 @@ def spec(name: str, port: int, *flags: str, **kw) -> LaunchSpec:
     kw.setdefault("stop_timeout", 2)
     return LaunchSpec(name=name, engine="test", argv=[sys.executable, HELPER, "--port", str(port), *flags],
                       env={}, host="127.0.0.1", port=port, url=f"http://127.0.0.1:{port}", **kw)
-
-
-def wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_waits_through_503_and_stops_whole_tree(ports):

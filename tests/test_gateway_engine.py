@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 
-from .util import free_port
+from .util import free_port, wait_for
 
 pytestmark = [pytest.mark.engine]
 
@@ -255,11 +255,8 @@ def test_backend_killed_mid_stream_ends_with_an_error_event(env):
     assert len(got) >= 3
     assert re.search(r"victim: the server stopped in the middle of the answer", err.value.message)
     # the client saw the error event before the gateway finished the request: poll its count
-    deadline = time.monotonic() + 5
-    while env.metric('llmctl_gateway_requests_total{profile="victim",endpoint="/v1/chat/completions",code="502"}') \
-            != 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert env.metric('llmctl_gateway_requests_total{profile="victim",endpoint="/v1/chat/completions",code="502"}') == 1
+    wait_for(lambda: env.metric('llmctl_gateway_requests_total{profile="victim",endpoint="/v1/chat/completions",'
+                                'code="502"}') == 1, 5, "the 502 to be counted")
     assert env.gw.gateway.pool.records["victim"].inflight == 0
 
 

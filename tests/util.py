@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -37,3 +38,14 @@ def cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: f
 def write_profiles(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def wait_for(pred, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``pred`` until it returns something true, and return that; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
