@@ -67,6 +67,10 @@ class StartFailed(LlmctlError):
     """A server exited, or its keeper failed, while starting."""
 
 
+class IllegalInstruction(StartFailed):
+    """A server died of SIGILL: its build uses CPU instructions this machine cannot run."""
+
+
 class StartTimeout(LlmctlError):
     """A server did not answer its health check within its start timeout."""
 
@@ -111,6 +115,10 @@ class EngineError(LlmctlError):
     """The engine answered with an error, or the one-shot engine process failed."""
 
 
+class ToolIllegalInstruction(EngineError):
+    """A one-shot llama.cpp tool died of SIGILL (see :class:`IllegalInstruction`)."""
+
+
 class RequestTimeout(LlmctlError):
     """A request to an engine took longer than --timeout."""
 
@@ -125,6 +133,25 @@ class UsageError(LlmctlError):
 
 class Interrupted(LlmctlError):
     """The user pressed Ctrl-C."""
+
+
+#: what signal 4 means, in words, and what to do about it (servers, one-shot tools, gateway, bench)
+SIGILL_CAUSE = "illegal instruction: this llama.cpp build uses CPU instructions this machine cannot run"
+SIGILL_FIX = ("use a portable llama.cpp build (`bash scripts/setup.sh` makes one; `llmctl doctor` shows "
+              "what each build found uses), or point the profile's `binary:` or the user config's "
+              "`binaries:` at one")
+
+
+def exit_words(code: int | None, signal: int | None) -> str:
+    """How a process ended, in words: "exited with code 1", "killed by signal 9", and for SIGILL
+    the cause ("killed by signal 4 (SIGILL, illegal instruction: ...)")."""
+    if signal:
+        if signal == 4:
+            return f"killed by signal 4 (SIGILL, {SIGILL_CAUSE})"
+        return f"killed by signal {signal}"
+    if code is None:
+        return "exited (status unknown)"
+    return f"exited with code {code}"
 
 
 #: error class -> (exit code, hint naming what to do next; ``{name}`` etc. come from ``facts``)
@@ -147,6 +174,7 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
         "stop that process, or give the profile another `port:`",
     ),
     StartFailed: (ExitCode.START_FAILED, "read the whole log with `llmctl logs {name}`"),
+    IllegalInstruction: (ExitCode.START_FAILED, SIGILL_FIX),
     StartTimeout: (
         ExitCode.TIMEOUT,
         "raise `start_timeout:` (or `up --timeout`), and read `llmctl logs {name}`",
@@ -160,6 +188,7 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
     NotEnoughSpace: (ExitCode.ERROR, "free some space, or point LLMCTL_HOME at a bigger disk"),
     NoServerAvailable: (ExitCode.NO_SERVER, "start one with `llmctl up {profile}`"),
     EngineError: (ExitCode.ENGINE_ERROR, "see the server's log with `llmctl logs {profile}`"),
+    ToolIllegalInstruction: (ExitCode.ENGINE_ERROR, SIGILL_FIX),
     RequestTimeout: (ExitCode.TIMEOUT, "raise --timeout, or use a smaller model or max_tokens"),
     VramExceeded: (ExitCode.VRAM, "see `llmctl plan {names}`; stop something, lower gpu_layers or "
                                   "ctx_size, or pass --force"),
