@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from llmctl.supervise.control import Supervisor
 from llmctl.supervise.identity import ProcId
 from llmctl.supervise.spec import LaunchSpec
 
-from .util import port_is_free, wait_for
+from .util import can_freeze, frozen, port_is_free, wait_for
 
 HELPER = str(Path(__file__).parent / "helpers" / "misbehaving_server.py")
 
@@ -39,6 +40,16 @@ def spec(name: str, port: int, *flags: str, **kw) -> LaunchSpec:
     kw.setdefault("stop_timeout", 2)
     return LaunchSpec(name=name, engine="test", argv=[sys.executable, HELPER, "--port", str(port), *flags],
                       env={}, host="127.0.0.1", port=port, url=f"http://127.0.0.1:{port}", **kw)
+
+
+def term_then_kill(log: Path) -> float:
+    """From a log of the misbehaving server run with --ignore-term: check that it got (and
+    ignored) a SIGTERM while alive; return how long it lived on after it (its last "alive" line)."""
+    lines = log.read_text().splitlines()
+    assert "got SIGTERM; ignoring it" in lines, "no SIGTERM reached the server"
+    after = lines[lines.index("got SIGTERM; ignoring it"):]
+    alive = [float(m.group(1)) for ln in after if (m := re.fullmatch(r"alive ([\d.]+)s after SIGTERM", ln))]
+    return max(alive, default=0.0)
 
 
 def test_waits_through_503_and_stops_whole_tree(ports):
@@ -73,6 +84,7 @@ def test_sigkill_after_stop_timeout_when_sigterm_ignored(ports):
     assert 0.9 <= time.monotonic() - t0 < 8
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert "stop requested" in Path(sup.paths.log_file("stubborn")).read_text()
+    assert term_then_kill(Path(sup.paths.log_file("stubborn"))) >= 0.5  # TERM, then KILL a second later
 
 
 def test_never_ready_hits_start_timeout_and_leaves_nothing(ports):
@@ -240,6 +252,29 @@ def helper_procs(port: int) -> list[psutil.Process]:
     return out
 
 
+def keeper_gone(name: str = "srv") -> bool:
+    """The keeper recorded in NAME's state has exited (or is a zombie)."""
+    st = json.loads((Path(os.environ["LLMCTL_HOME"]) / "state" / f"{name}.json").read_text())
+    try:
+        return psutil.Process(st["keeper_pid"]).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def recorded_members(name: str = "srv") -> set[int]:
+    try:
+        st = json.loads((Path(os.environ["LLMCTL_HOME"]) / "state" / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return set()  # being replaced
+    return {m[0] for m in st.get("members") or []}
+
+
+def sleepers() -> list[psutil.Process]:
+    """The misbehaving server's children of this test (--fork-child, --setsid-child)."""
+    return [p for p in psutil.process_iter(["cmdline"])
+            if p.info["cmdline"] in (["sleep", "1000"], ["sleep", "1001"]) and mine(p)]
+
+
 def test_fault_01_sigkilled_server_shows_signal_and_restarts(tmp_path, ports):
     """Fault 1: server SIGKILLed -> state shows the signal, restarted after a backoff."""
     port = ports()
@@ -263,19 +298,24 @@ def test_fault_02_crash_loop_ends_failed_with_log_lines(tmp_path, ports):
     st = wait_for(lambda: (s := status_of(env))["state"] == "failed" and s, timeout=30, what="failed")
     assert "crash loop" in st["message"] and st["restarts"] == 2 and st["exit_code"] == 9
     assert any("crashing with code 9" in line for line in st["log_tail"])
-    time.sleep(1.5)
+    wait_for(keeper_gone, what="the keeper's exit")  # nothing is left to retry
     assert status_of(env)["restarts"] == 2 and not helper_procs(port)
     r = cli("status", "srv", env=env)
     assert r.returncode == 3 and "crashing with code 9" in r.stderr
 
 
 def test_fault_03_never_healthy_term_then_kill(tmp_path, ports):
-    """Fault 3: never healthy and deaf to SIGTERM -> start timeout, TERM then KILL, failed."""
+    """Fault 3: never healthy and deaf to SIGTERM -> start timeout, TERM then KILL, failed. The
+    server logs the SIGTERM it ignored, then that it is still alive every 50 ms: the KILL came
+    after the TERM and not before most of stop_timeout had passed (a stop that sends KILL
+    alone, or both at once, fails here)."""
     port = ports()
-    env = fault_profiles(tmp_path, port, "--never-ready --ignore-term", start_timeout=1.5, stop_timeout=0.5)
+    env = fault_profiles(tmp_path, port, "--never-ready --ignore-term", start_timeout=1.5, stop_timeout=1)
     r = cli("up", "srv", env=env)
     assert r.returncode == 9 and "start timeout" in r.stderr
-    assert status_of(env)["state"] == "failed" and not helper_procs(port) and port_is_free(port)
+    st = status_of(env)
+    assert st["state"] == "failed" and not helper_procs(port) and port_is_free(port)
+    assert term_then_kill(Path(os.environ["LLMCTL_HOME"]) / "logs" / "srv.log") >= 0.5
 
 
 def test_fault_04_unhealthy_after_k_failures_and_restart_if_asked(tmp_path, ports):
@@ -314,8 +354,7 @@ def test_fault_05_keeper_sigkilled_no_duplicate_and_controllable(tmp_path, ports
     home = Path(os.environ["LLMCTL_HOME"])
     state = json.loads((home / "state" / "srv.json").read_text())
     os.kill(state["keeper_pid"], signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(state["keeper_pid"]) or
-             psutil.Process(state["keeper_pid"]).status() == psutil.STATUS_ZOMBIE, what="keeper gone")
+    wait_for(keeper_gone, what="keeper gone")
     st = status_of(env)
     assert st["state"] == "running" and not st["supervised"] and "unsupervised" in st["message"]
     r = cli("up", "srv", env=env)
@@ -326,10 +365,35 @@ def test_fault_05_keeper_sigkilled_no_duplicate_and_controllable(tmp_path, ports
     # and once more without adoption: keeper killed, `down` alone stops the server
     state = json.loads((home / "state" / "srv.json").read_text())
     os.kill(state["keeper_pid"], signal.SIGKILL)
-    time.sleep(0.2)
+    wait_for(keeper_gone, what="keeper gone")
     r = cli("down", "srv", env=env)
     assert r.returncode == 0 and "stopped" in r.stdout
     assert not helper_procs(port) and port_is_free(port)
+
+
+@pytest.mark.skipif(not can_freeze(), reason="needs root and a cgroup-v1 freezer to make a process outlive SIGKILL")
+def test_fault_06_down_exits_10_when_a_process_survives_sigkill(tmp_path, ports):
+    """Fault 6, end to end: a process of the server that SIGKILL cannot end makes `llmctl down`
+    exit 10 (STOP_FAILED) naming it, after the keeper's stop and its own; once it can die,
+    `down` succeeds. The survivor is real: the server's child frozen in a cgroup-v1 freezer,
+    where, like a process hung in uninterruptible I/O, it outlives SIGKILL until thawed."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, "--fork-child", stop_timeout=0.5)
+    assert cli("up", "srv", env=env).returncode == 0
+    [child] = wait_for(sleepers, what="the server's child")
+    wait_for(lambda: child.pid in recorded_members(), what="the child recorded as a member")
+    with frozen(child.pid):
+        t0 = time.monotonic()
+        r = cli("down", "srv", env=env)
+        assert r.returncode == 10, (r.stdout, r.stderr)
+        assert f"processes survived SIGKILL: [{child.pid}]" in r.stderr and "llmctl status srv" in r.stderr
+        assert child.status() == psutil.STATUS_DISK_SLEEP  # still there, not a zombie
+        assert not helper_procs(port) and time.monotonic() - t0 < 60
+        assert child.pid in recorded_members()  # still on record for the next `down`
+    wait_for(lambda: not sleepers(), what="the thawed child's end (its SIGKILL was pending)")
+    r = cli("down", "srv", env=env)
+    assert r.returncode == 0, r.stderr
+    assert status_of(env)["state"] == "stopped"
 
 
 def test_fault_07_forking_server_leaves_nothing_via_cli(tmp_path, ports):
@@ -337,10 +401,8 @@ def test_fault_07_forking_server_leaves_nothing_via_cli(tmp_path, ports):
     port = ports()
     env = fault_profiles(tmp_path, port, "--fork-child --setsid-child")
     assert cli("up", "srv", env=env).returncode == 0
-    time.sleep(2.5)  # the keeper records the server's descendants every 2 s
-    sleeps = [p for p in psutil.process_iter(["cmdline"])
-              if p.info["cmdline"] in (["sleep", "1000"], ["sleep", "1001"]) and mine(p)]
-    assert len(sleeps) >= 2
+    sleeps = wait_for(lambda: len(s := sleepers()) == 2 and s, what="both children")
+    wait_for(lambda: {p.pid for p in sleeps} <= recorded_members(), what="both recorded as members")
     assert cli("down", "srv", env=env).returncode == 0
     assert not [p for p in sleeps if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
@@ -543,13 +605,13 @@ def test_up_of_a_server_another_up_is_starting_waits_for_its_health(tmp_path, po
     r = cli("up", "srv", env=env)
     assert r.returncode == 0, r.stderr  # ready well before it crashes
     wait_for(lambda: status_of(env)["state"] == "backoff", what="backoff")
-    import re
-
     first = int(re.search(r"restarting in (\d+)s", cli("status", "srv", env=env).stdout).group(1))
-    time.sleep(2.2)
-    table = cli("status", "srv", env=env).stdout
-    if "backoff" in table:  # the table counts down to the next try
-        assert int(re.search(r"restarting in (\d+)s", table).group(1)) <= first - 2
+
+    def counted_down():  # the table counts down to the next try
+        table = cli("status", "srv", env=env).stdout
+        return "backoff" not in table or int(re.search(r"restarting in (\d+)s", table).group(1)) <= first - 2
+
+    wait_for(counted_down, timeout=20, what="the countdown")
     again = cli("up", "srv", env=env)
     assert again.returncode == 8 and "under the keeper of an earlier `up`" in again.stderr, again.stderr
     assert cli("down", "srv", env=env).returncode == 0 and not helper_procs(port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -49,3 +50,35 @@ def wait_for(pred, timeout: float = 30.0, what: str = "condition"):
             return got
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(0.05)
+
+
+FREEZER = Path("/sys/fs/cgroup/freezer")
+
+
+def can_freeze() -> bool:
+    """A cgroup-v1 freezer we may write to (root). Under cgroup v2's freezer SIGKILL still
+    kills, so only v1 makes a process that outlives SIGKILL."""
+    return FREEZER.is_dir() and os.access(FREEZER, os.W_OK)
+
+
+@contextlib.contextmanager
+def frozen(pid: int):
+    """Freeze process ``pid`` in a cgroup-v1 freezer for the block: it sits in uninterruptible
+    sleep (state D, like a process hung on a dead NFS mount) and outlives SIGKILL until it is
+    thawed; a SIGKILL sent meanwhile ends it once thawed."""
+    group = FREEZER / f"llmctl-test-{os.getpid()}-{pid}"
+    group.mkdir()
+    try:
+        (group / "cgroup.procs").write_text(str(pid))
+        (group / "freezer.state").write_text("FROZEN")
+        wait_for(lambda: (group / "freezer.state").read_text().strip() == "FROZEN", 10, "the freeze")
+        yield
+    finally:
+        (group / "freezer.state").write_text("THAWED")
+        for left in (group / "cgroup.procs").read_text().split():
+            try:  # still alive: back to the root group, so that ours can go
+                (FREEZER / "cgroup.procs").write_text(left)
+            except OSError:
+                pass
+        wait_for(lambda: not (group / "cgroup.procs").read_text().split(), 10, "an empty freezer group")
+        group.rmdir()

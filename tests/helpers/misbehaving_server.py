@@ -8,6 +8,10 @@ it exists to produce faults a real llama-server will not produce on cue).
 /health answers 503 until ready, then 200. It also works as a profile's `binary:`: it accepts
 llama-server's command line (unknown flags are ignored) and reads its switches from the
 MISBEHAVE environment variable (set through the profile's `env:`).
+
+It writes "got SIGTERM" to its log when one arrives; with --ignore-term it adds "ignoring it" and
+then "alive N.NNs after SIGTERM" every 50 ms until it is killed, so a test can see that the TERM
+came first and how long the KILL took to follow. Without it, it then dies of the SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,6 +34,30 @@ def say(text: str) -> None:
         pass
 
 
+def on_term(ignore: bool) -> None:
+    """Record each SIGTERM in the log (os.write: a handler must not re-enter print)."""
+    first: list[float] = []  # the group and the process itself may each get one
+
+    def alive():
+        while True:
+            time.sleep(0.05)
+            say(f"alive {time.monotonic() - first[0]:.2f}s after SIGTERM")
+
+    def handler(signum, frame):
+        try:
+            os.write(1, f"got SIGTERM{'; ignoring it' if ignore else ''}\n".encode())
+        except OSError:  # a full disk: the signal still counts
+            pass
+        if not ignore:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        elif not first:
+            first.append(time.monotonic())
+            threading.Thread(target=alive, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
@@ -50,8 +78,7 @@ def main() -> None:
     if a.exit_now is not None:
         say("exiting at once")
         sys.exit(a.exit_now)
-    if a.ignore_term:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    on_term(a.ignore_term)
     children = []
     if a.fork_child:
         children.append(os.spawnlp(os.P_NOWAIT, "sleep", "sleep", "1000"))
