@@ -74,6 +74,7 @@ def show(name: NameArg, json: JsonOpt = False) -> None:
 def validate(json: JsonOpt = False) -> None:
     """Check every profile file; exit 4 with file:line errors if anything is wrong."""
     cfg = load_config()
+    check_engine_flags(cfg)
     out = Output(json)
     if json:
         out.data({"ok": True, "files": cfg.files, "profiles": len(cfg.profiles), "tasks": len(cfg.tasks)})
@@ -81,6 +82,26 @@ def validate(json: JsonOpt = False) -> None:
     if not cfg.files:
         out.warn("no profile files found (see `llmctl --help` for where they are looked for)")
     out.text(f"ok: {len(cfg.profiles)} profile(s), {len(cfg.tasks)} task(s) in {len(cfg.files)} file(s)")
+
+
+def check_engine_flags(cfg) -> None:
+    """What `up` would refuse in `args:` and `env:` (flags llmctl sets itself, flags with
+    dangerous capabilities), for every llama-server profile, all reported at once."""
+    from ..engines.llama_server import check_profile
+    from ..errors import ProfileError
+
+    problems = []
+    for prof in cfg.profiles.values():
+        if prof.engine != "llama-server":
+            continue
+        try:
+            check_profile(prof)
+        except ProfileError as err:
+            problems.append(err.message)
+    if len(problems) == 1:
+        raise ProfileError(problems[0])
+    if problems:
+        raise ProfileError(f"{len(problems)} problem(s) in the profile files", detail="\n".join(problems))
 
 
 COMMANDS = {"profiles": app}

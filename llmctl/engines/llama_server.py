@@ -11,7 +11,8 @@ from ..profiles.schema import Profile
 from ..supervise.spec import LaunchSpec
 from .devices import device_env
 from .discovery import EngineBinary
-from .flags import passthrough
+from .flags import Capability, UnsafeFlags, passthrough, refusal
+from .llama_flags import FLAGS
 
 #: flags llmctl manages itself -> the profile key to use instead
 RESERVED = {
@@ -22,7 +23,61 @@ RESERVED = {
     "--api-key": "api_key_env (keys never go in argv)", "--api-key-file": "api_key_env",
     "--log-file": "(llmctl writes the log)",
 }
-UNSAFE = {"tools", "webui-mcp-proxy"}
+
+#: What llama-server can be told to do beyond serving a model, decided from the --help text of
+#: the build in llama_flags.SOURCE. Each flag is refused in every spelling (and as its env
+#: variable in `env:`) unless the profile sets `allow_unsafe_args: true`; every other flag passes.
+#: Allowed after a look, and why: downloads (-hf, -mu, -mmu, -dr, --*-default) fetch weights as
+#: `llmctl pull` does and expose nothing; the router flags (--models-dir, --models-preset) do
+#: nothing here, as llmctl always passes -m and router mode needs no model; files the profile
+#: names (--chat-template-file, --ui-config-file, --grammar-file, --lora, --log-prompts-dir...)
+#: are read or written at paths no client chooses; --props lets clients change sampling
+#: defaults, not reach files; --cors-*, --api-prefix and --reuse-port change how it answers,
+#: not what it can do; --host and --api-key are llmctl's own (RESERVED).
+CAPABILITIES = (
+    # POST /tools runs read_file, write_file, edit_file and exec_shell_command for anyone who can
+    # reach the port, and the model calls them too. --agent is --tools all plus the CORS proxy;
+    # --tools-runtime says where the tools run (a container, or a host over ssh).
+    Capability("tools", "lets any client of the server, and the model, read, write and edit files and "
+               "run shell commands (POST /tools)", ("--tools", "--agent", "--tools-runtime")),
+    # Cursor-format MCP configs name commands that llama-server starts; their tools are the model's.
+    Capability("mcp", "starts the MCP servers a config names (local commands) and lets the model call "
+               "their tools", ("--mcp-servers-config", "--mcp-servers-json")),
+    # GET/POST /cors-proxy fetches any URL for any client, including hosts only the server reaches.
+    Capability("proxy", "makes the server an open HTTP proxy (/cors-proxy) for any client",
+               ("--ui-mcp-proxy",)),
+    # Paths chosen by clients: --path serves a directory tree (`--path /` served /etc/shadow),
+    # --media-path reads any file under it for file:// URLs, --slot-save-path writes and reads
+    # slot files by a client-given name.
+    Capability("files", "lets any client of the server read or write local files by path",
+               ("--path", "--media-path", "--slot-save-path")),
+    # ggml RPC is unauthenticated and unencrypted: weights, and activations of every prompt, leave.
+    Capability("network", "sends the model and the activations of every prompt to other hosts over "
+               "ggml's unauthenticated RPC protocol", ("--rpc",)),
+    # llama-server runs DIR/ffmpeg and DIR/ffprobe on clients' videos.
+    Capability("programs", "runs the programs ffmpeg and ffprobe from the directory it names",
+               ("--video-ffmpeg-dir",)),
+)
+#: every spelling and env variable of the flags in CAPABILITIES (cli_runner imports it too)
+UNSAFE = UnsafeFlags(FLAGS, CAPABILITIES)
+
+
+def check_env(profile: Profile) -> None:
+    """Refuse a profile whose `env:` sets a dangerous flag's variable (LLAMA_ARG_AGENT...)."""
+    if profile.allow_unsafe_args:
+        return
+    for name in profile.env:
+        hit = UNSAFE.env(name)
+        if hit:
+            raise ProfileError(refusal(profile.where("env"), f"env.{name}", *hit, via="this variable sets"))
+
+
+def check_profile(profile: Profile) -> None:
+    """What `up` refuses in a llama-server profile's `args:` and `env:`, without starting
+    anything (for `profiles validate`)."""
+    passthrough(profile.args, reserved=RESERVED, unsafe=UNSAFE, allow_unsafe=profile.allow_unsafe_args,
+                where=profile.where("args"))
+    check_env(profile)
 
 
 def load_flags(profile: Profile) -> list[str]:
@@ -68,6 +123,7 @@ def key_file_for(profile: Profile, paths: Paths) -> Path | None:
 
 
 def launch_spec(profile: Profile, engine: EngineBinary, model_path: Path, paths: Paths) -> LaunchSpec:
+    check_env(profile)
     key_file = key_file_for(profile, paths)
     env = dict(engine.env)
     env.update(device_env(profile.backend, profile.devices))
