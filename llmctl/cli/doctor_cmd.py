@@ -54,6 +54,7 @@ def build_backend(devices: list[str]) -> str:
 
 
 def collect() -> dict:
+    from ..engines.cpu import inspect_build
     from ..engines.discovery import LLAMA_TOOLS, find_llama
     from ..errors import EngineNotFound
     from ..gpu.probe import probe
@@ -76,14 +77,16 @@ def collect() -> dict:
         seen.add(server.path)
         tools = {t: bool(server.sibling(t)) for t in LLAMA_TOOLS if t != "llama-server"}
         devices = _list_devices(server.path, server.env)
+        cpu = inspect_build(server.path, server.env).to_dict()
         # "backend": what the build is (from its devices), not the backend it was looked up for
         engines.append({"engine": "llama-server", "backend": build_backend(devices), "looked_up_for": backend,
                         "found": True, "path": server.path, "source": server.source, "devices": devices,
-                        "tools": tools})
+                        "tools": tools, "cpu": cpu})
     vllm = shutil.which("vllm")
     paths = Paths.from_env()
     return {
         "python": sys.version.split()[0],
+        "cpu": _cpu(),
         "gpus": [g.to_dict() for g in report.gpus],
         "gpu_tools": report.tools or {"nvidia-smi": "absent", "rocm-smi": "absent"},
         "engines": engines,
@@ -93,6 +96,31 @@ def collect() -> dict:
         "paths": {"state": str(paths.state), "logs": str(paths.logs), "models": str(paths.models),
                   "user_config": str(config_path(paths))},
     }
+
+
+def _cpu() -> dict:
+    """The CPU features llama.cpp builds care about, and whether the kernel grants AMX."""
+    from ..engines.cpu import amx_granted, cpu_flags
+
+    flags = cpu_flags()
+    matter = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+    return {"features": [f for f in matter if f in flags], "amx_granted": amx_granted()}
+
+
+def _cpu_lines(cpu: dict) -> list[str]:
+    """doctor's lines for one build's CPU side."""
+    if not cpu.get("features"):
+        return ["  cpu: could not tell which CPU features it was compiled for"]
+    kind = {"portable": "portable build", "native": "native build (compiled for its build machine's CPU)"}
+    lines = [f"  cpu: {kind.get(cpu['kind'], cpu['kind'])}; uses {' '.join(cpu['features'])}"]
+    if cpu.get("how"):
+        lines.append(f"  built by llmctl's setup: {cpu['how']}")
+    if cpu.get("problem"):
+        lines.append(f"  WILL NOT RUN HERE: {cpu['problem']}; use a portable build "
+                     "(`bash scripts/setup.sh` makes one) or set `binary:` / config `binaries:`")
+    elif cpu.get("risk"):
+        lines.append(f"  warning: {cpu['risk']}")
+    return lines
 
 
 def _a_build(backend: str) -> str:
@@ -111,6 +139,8 @@ def doctor(json: JsonOpt = False) -> None:
         out.data(info)
         return
     out.text(f"python {info['python']}")
+    amx = {None: "no AMX on this CPU", True: "the kernel grants AMX", False: "the kernel does NOT grant AMX"}
+    out.text(f"cpu: {' '.join(info['cpu']['features']) or 'no AVX2'}; {amx[info['cpu']['amx_granted']]}")
     out.text("GPUs:" if info["gpus"] else "GPUs: none found (" + ", ".join(
         f"{k}: {v}" for k, v in info["gpu_tools"].items()) + ")")
     for g in info["gpus"]:
@@ -126,6 +156,8 @@ def doctor(json: JsonOpt = False) -> None:
             out.text(f"  found for backend {e['looked_up_for']}, but it is {_a_build(e['backend'])}")
         out.text(f"  devices: {'; '.join(e['devices'])}")
         out.text(f"  tools beside it: {tools}")
+        for line in _cpu_lines(e["cpu"]):
+            out.text(line)
     out.text(f"vllm: {info['vllm'] or 'not on PATH (a profile can name its own `command:`)'}")
     out.text(f"docker: {info['docker'] or 'not found'}; podman: {info['podman'] or 'not found'}")
     for k, v in info["paths"].items():

@@ -13,7 +13,7 @@ layers (Gemma 3: this over-counts), CUDA/Vulkan context. A CPU profile needs not
 vLLM: ``gpu_memory_utilization`` (default 0.9) x the memory of one GPU x
 ``tensor_parallel_size``, when the GPU's memory is known; else unknown (``total`` is None).
 
-:func:`read_layout` reads the header (with the ``gguf`` package's type codes, imported when called);
+:func:`read_layout` reads the header (:mod:`llmctl.models.gguf`, the standard library only);
 :func:`estimate` is pure arithmetic on a :class:`ModelLayout`; :func:`estimate_profile` does both.
 A catalog alias or ``hf:`` reference not pulled yet is estimated from the Hub (method ``hub``): the
 sizes from the repo listing, the header's key/value section over HTTP Range requests
@@ -99,86 +99,19 @@ def format_size(n: int | None) -> str:
 
 # -- the header ----------------------------------------------------------------------------
 def _split_parts(path: Path) -> list[Path]:
-    m = re.search(r"-(\d{5})-of-(\d{5})\.gguf$", path.name)
-    if not m:
-        return [path]
-    base, count = path.name[: m.start()], int(m.group(2))
-    return [path.with_name(f"{base}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    from ..models.gguf import split_parts
+
+    return split_parts(path)
 
 
 def header_fields(source: str | Path | BinaryIO, wanted: Callable[[str], bool]) -> dict[str, Any]:
     """The metadata keys of a GGUF file for which ``wanted(key)`` is true, read in one pass
-    over the key/value section (the tensor index and data are never read). Arrays of numbers
-    are returned as tuples; other arrays (the vocabulary) are skipped, not decoded.
+    over the key/value section by :func:`llmctl.models.gguf.read_header` (the vocabulary is
+    stepped over, the tensor index and data are never read). ``source`` is a path or a binary
+    file object (a local file, or :class:`llmctl.models.remote_gguf.RangeFile` over HTTP)."""
+    from ..models.gguf import read_header
 
-    ``source`` is a path or a binary file object with ``read`` and ``seek`` (a local file, or
-    :class:`llmctl.models.remote_gguf.RangeFile` over HTTP); a file object is read from its
-    current position and not closed.
-
-    ``gguf.GGUFReader`` would do, but it decodes every field and tensor entry: seconds for a
-    large vocabulary, where this reads only what it needs."""
-    if hasattr(source, "read"):
-        return _header_fields(source, wanted, getattr(source, "name", None) or "the stream")  # type: ignore[arg-type]
-    with open(source, "rb") as f:
-        return _header_fields(f, wanted, str(source))
-
-
-def _header_fields(f: BinaryIO, wanted: Callable[[str], bool], label: str) -> dict[str, Any]:
-    import struct
-
-    from gguf import GGUF_MAGIC, GGUFValueType as T
-
-    scalar = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
-              T.FLOAT32: "f", T.BOOL: "?", T.UINT64: "Q", T.INT64: "q", T.FLOAT64: "d"}
-    out: dict[str, Any] = {}
-    head = f.read(24)
-    if len(head) < 24 or struct.unpack("<I", head[:4])[0] != GGUF_MAGIC:
-        raise ValueError(f"{label} is not a GGUF file")
-    order = "<" if struct.unpack("<I", head[4:8])[0] < 0x10000 else ">"
-    n_kv = struct.unpack(order + "Q", head[16:24])[0]
-
-    def exact(n: int) -> bytes:
-        data = f.read(n)
-        if len(data) != n:
-            raise ValueError(f"{label}: the header ends early")
-        return data
-
-    def read(fmt: str):
-        return struct.unpack(order + fmt, exact(struct.calcsize(fmt)))[0]
-
-    def string(keep: bool) -> str | None:
-        n = read("Q")
-        if not keep:
-            f.seek(n, 1)
-            return None
-        return exact(n).decode("utf-8", errors="replace")
-
-    def value(vtype: int, keep: bool) -> Any:
-        t = T(vtype)
-        if t == T.STRING:
-            return string(keep)
-        if t == T.ARRAY:
-            itype, count = T(read("I")), read("Q")
-            if itype in scalar:
-                size = struct.calcsize(scalar[itype])
-                if not keep:
-                    f.seek(size * count, 1)
-                    return None
-                data = exact(size * count)
-                return tuple(struct.unpack(f"{order}{count}{scalar[itype]}", data))
-            for _ in range(count):  # strings or nested arrays: walk over them
-                value(itype, False)
-            return None
-        return read(scalar[t]) if keep else f.seek(struct.calcsize(scalar[t]), 1)
-
-    for _ in range(n_kv):
-        key = string(True)
-        vtype = read("I")
-        keep = wanted(key)
-        v = value(vtype, keep)
-        if keep:
-            out[key] = v
-    return out
+    return read_header(source, wanted).fields
 
 
 _LAYOUT_NAMES = ("block_count", "context_length", "embedding_length", "attention.head_count",

@@ -9,6 +9,7 @@ wrong types. All problems of all files are collected and reported together; noth
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -18,7 +19,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from ..errors import ProfileError
-from .schema import NAME_RE, REQUIRED, Config, Defaults, Group, Profile, Task
+from .schema import NAME_MAX, NAME_RE, REQUIRED, Config, Defaults, Group, Profile, Task
 
 TOP_KEYS = ("profiles", "tasks", "groups", "defaults")
 SAFE_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "str", "seq", "map",
@@ -130,20 +131,27 @@ def _convert(ctx: _Ctx, tp: Any, node: yaml.Node, where: str) -> Any:
         _, vt = get_args(tp)
         out = {}
         for k, knode, vnode in ctx.pairs(node, where):
+            word = _yaml11_word(vnode)
             if vt is str:
                 v = ctx.construct(vnode)
                 if isinstance(v, (dict, list)) or v is None:
                     ctx.add(vnode, _join(where, k), "expected a string, number or boolean")
                     continue
-                out[k] = v if isinstance(v, str) else (str(v).lower() if isinstance(v, bool) else str(v))
+                # `FOO: on` is the text "on", as written (not "true")
+                out[k] = v if isinstance(v, str) else (word or str(v).lower() if isinstance(v, bool) else str(v))
             else:
                 if isinstance(vnode, yaml.MappingNode):
                     ctx.pairs(vnode, _join(where, k))  # duplicate check only
-                out[k] = ctx.construct(vnode)
+                # `args: {flash-attn: on}` means `--flash-attn on`; only true/false mean bare/absent
+                out[k] = word if word is not None else ctx.construct(vnode)
         return out
     if not isinstance(node, yaml.ScalarNode):
         raise _Bad(f"expected {_type_name(tp)}")
     value = ctx.construct(node)
+    if isinstance(value, bool) and origin is Literal and value is False and "no" in get_args(tp):
+        return "no"  # `restart: no` / `restart: false`: YAML 1.1 reads an unquoted no as false
+    if isinstance(value, bool) and (origin is Literal or tp is str):
+        raise _Bad(_bool_trap(node, value, tp))
     if origin is Literal:
         if value not in get_args(tp):
             close = _close(str(value), [str(a) for a in get_args(tp)], n=1)
@@ -158,6 +166,8 @@ def _convert(ctx: _Ctx, tp: Any, node: yaml.Node, where: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise _Bad(f"expected a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -171,6 +181,43 @@ def _convert(ctx: _Ctx, tp: Any, node: yaml.Node, where: str) -> Any:
 
 class _Bad(Exception):
     pass
+
+
+def _check_bounds(meta: Any, value: Any) -> None:
+    """The field's ``gt``/``ge``/``le`` bounds (from the schema) on a number."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if "gt" in meta and not value > meta["gt"]:
+        raise _Bad(f"must be greater than {meta['gt']:g}, got {value!r}")
+    if "ge" in meta and not value >= meta["ge"]:
+        raise _Bad(f"must be at least {meta['ge']:g}, got {value!r}")
+    if "le" in meta and not value <= meta["le"]:
+        raise _Bad(f"must be at most {meta['le']:g}, got {value!r}")
+
+
+#: the YAML 1.1 boolean words PyYAML reads as true/false besides true and false themselves
+_YAML11_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
+def _yaml11_word(node: yaml.Node) -> str | None:
+    """The text of an unquoted ``on``/``off``/``yes``/``no`` that YAML turned into a boolean."""
+    if (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool" and not node.style
+            and str(node.value).lower() in _YAML11_WORDS):
+        return str(node.value)
+    return None
+
+
+def _bool_trap(node: yaml.Node, value: bool, tp: Any) -> str:
+    """The message for a boolean where a word was expected, naming YAML 1.1's trap if it is one."""
+    word = _yaml11_word(node)
+    want = _type_name(tp)
+    if word is None:
+        return f"expected {want}, got {str(value).lower()}"
+    fix = f'quote it: "{word}"'
+    if get_origin(tp) is Literal and word not in get_args(tp):
+        fix = f"write one of {want}"
+    return (f"expected {want}, but the unquoted {word!r} is read by YAML as {str(value).lower()} "
+            f"(YAML 1.1 reads unquoted yes/no/on/off as booleans); {fix}")
 
 
 def build(ctx: _Ctx, cls: type, node: yaml.MappingNode, where: str) -> Any:
@@ -189,6 +236,7 @@ def build(ctx: _Ctx, cls: type, node: yaml.MappingNode, where: str) -> Any:
             continue
         try:
             values[key] = _convert(ctx, hints[key], vnode, full)
+            _check_bounds(fields[key].metadata, values[key])
         except _Bad as exc:
             ctx.add(vnode, full, str(exc))
     for name, f in fields.items():
@@ -214,7 +262,7 @@ def parse_file(path: Path, ctx: _Ctx | None = None) -> tuple[Config, list[Proble
         ctx.problems.append(Problem(str(path), 0, "", f"not UTF-8 text: {exc}"))
         return cfg, ctx.problems
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -224,9 +272,16 @@ def parse_file(path: Path, ctx: _Ctx | None = None) -> tuple[Config, list[Proble
     except yaml.YAMLError as exc:
         ctx.problems.append(Problem(str(path), 0, "", f"YAML error: {exc}"))
         return cfg, ctx.problems
+    except RecursionError:
+        ctx.problems.append(Problem(str(path), 0, "", "YAML nested too deeply"))
+        return cfg, ctx.problems
     if root is None:
         return cfg, ctx.problems
     if _bad_tags(ctx, root):
+        return cfg, ctx.problems
+    if _expanded_size(root, {}) > MAX_NODES:
+        ctx.add(root, "", f"the file expands to more than {MAX_NODES} YAML nodes through its aliases "
+                          "(&anchor / *alias); write the values out, or use fewer levels of aliases")
         return cfg, ctx.problems
     if not isinstance(root, yaml.MappingNode):
         ctx.add(root, "", "the file must be a mapping with keys profiles, tasks, groups, defaults")
@@ -249,8 +304,9 @@ def parse_file(path: Path, ctx: _Ctx | None = None) -> tuple[Config, list[Proble
         target = getattr(cfg, key)
         for name, nknode, nvnode in ctx.pairs(vnode, key):
             where = f"{key}.{name}"
-            if not NAME_RE.match(name):
-                ctx.add(nknode, where, "names must match [a-z0-9][a-z0-9_-]* (they become file names)")
+            if not NAME_RE.match(name) or len(name) > NAME_MAX:
+                ctx.add(nknode, where, f"names must match [a-z0-9][a-z0-9_-]* and be at most {NAME_MAX} "
+                                       "characters (they become file and container names)")
                 continue
             if not isinstance(nvnode, yaml.MappingNode):
                 ctx.add(nvnode, where, "expected a mapping")
@@ -260,6 +316,40 @@ def parse_file(path: Path, ctx: _Ctx | None = None) -> tuple[Config, list[Proble
             obj.lines[""] = nknode.start_mark.line + 1
             target[name] = obj
     return cfg, ctx.problems
+
+
+#: a profile file bigger than this, counting every alias at each place it is used, is refused
+#: (an "alias bomb" of a few lines expands to billions of nodes)
+MAX_NODES = 100_000
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """Compose with libyaml's parser where PyYAML has it (several times faster); on a syntax
+    error, parse again with the pure-Python one so that messages and lines are always its own."""
+    loader = getattr(yaml, "CSafeLoader", None)
+    if loader is not None:
+        try:
+            return yaml.compose(text, Loader=loader)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many nodes the tree holds once every alias is expanded (memoised: linear time)."""
+    got = memo.get(id(node))
+    if got is not None:
+        return got
+    memo[id(node)] = 1  # a recursive alias counts once
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            size += _expanded_size(k, memo) + _expanded_size(v, memo)
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            size += _expanded_size(v, memo)
+    memo[id(node)] = size = min(size, MAX_NODES + 1)
+    return size
 
 
 def _bad_tags(ctx: _Ctx, node: yaml.Node, seen: set | None = None) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+NAME_MAX = 64  #: longest profile, task or group name
 
 Engine = Literal["llama-server", "vllm"]
 Backend = Literal["cpu", "cuda", "rocm", "vulkan", "metal"]
@@ -20,10 +21,13 @@ Launcher = Literal["native", "docker"]
 RestartPolicy = Literal["no", "on-failure", "always"]
 
 
-def _f(default: Any = None, help: str = "", factory: Any = None) -> Any:
+def _f(default: Any = None, help: str = "", factory: Any = None, **bounds: float) -> Any:
+    """A field with its help text and, for numbers, its bounds (``gt``, ``ge``, ``le``) that the
+    loader checks."""
+    meta = {"help": help, **bounds}
     if factory is not None:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 REQUIRED = object()  # default of keys the YAML must give
@@ -65,18 +69,18 @@ class Docker:
 class Sampling:
     """Sampling parameters (``defaults.sampling`` and every task)."""
 
-    temperature: float | None = _f(None, "sampling temperature")
-    top_p: float | None = _f(None, "nucleus sampling threshold")
-    top_k: int | None = _f(None, "keep only the K most likely tokens")
-    min_p: float | None = _f(None, "minimum probability relative to the top token")
+    temperature: float | None = _f(None, "sampling temperature", ge=0)
+    top_p: float | None = _f(None, "nucleus sampling threshold", ge=0, le=1)
+    top_k: int | None = _f(None, "keep only the K most likely tokens", ge=0)
+    min_p: float | None = _f(None, "minimum probability relative to the top token", ge=0, le=1)
     presence_penalty: float | None = _f(None, "penalty for tokens already present")
     frequency_penalty: float | None = _f(None, "penalty growing with token frequency")
     repeat_penalty: float | None = _f(None, "llama.cpp repeat penalty")
-    mirostat: int | None = _f(None, "mirostat mode: 0 off, 1 or 2")
-    mirostat_tau: float | None = _f(None, "mirostat target entropy")
-    mirostat_eta: float | None = _f(None, "mirostat learning rate")
+    mirostat: int | None = _f(None, "mirostat mode: 0 off, 1 or 2", ge=0, le=2)
+    mirostat_tau: float | None = _f(None, "mirostat target entropy", ge=0)
+    mirostat_eta: float | None = _f(None, "mirostat learning rate", ge=0)
     seed: int | None = _f(None, "random seed")
-    max_tokens: int | None = _f(None, "most tokens to generate")
+    max_tokens: int | None = _f(None, "most tokens to generate", ge=1)
     stop: list[str] | None = _f(None, "stop sequences")
 
 
@@ -123,12 +127,12 @@ class Profile(Located):
     host: str = _f("127.0.0.1", "address to bind; loopback unless you mean it")
     backend: Backend = _f("cpu", "cpu | cuda | rocm | vulkan | metal")
     devices: list[str] = _f(help="GPU ids made visible to the server", factory=list)
-    gpu_layers: int | None = _f(None, "layers offloaded to the GPU (-ngl)")
-    ctx_size: int | None = _f(None, "context size in tokens (-c)")
-    batch_size: int | None = _f(None, "logical batch size (-b)")
-    ubatch_size: int | None = _f(None, "physical batch size (-ub)")
-    threads: int | None = _f(None, "CPU threads (-t)")
-    parallel: int | None = _f(None, "parallel request slots (-np)")
+    gpu_layers: int | None = _f(None, "layers offloaded to the GPU (-ngl)", ge=-1)
+    ctx_size: int | None = _f(None, "context size in tokens (-c)", ge=0)
+    batch_size: int | None = _f(None, "logical batch size (-b)", ge=1)
+    ubatch_size: int | None = _f(None, "physical batch size (-ub)", ge=1)
+    threads: int | None = _f(None, "CPU threads (-t)", ge=-1)
+    parallel: int | None = _f(None, "parallel request slots (-np)", ge=1)
     alias: str | None = _f(None, "model name the server reports (--alias / --served-model-name)")
     mmproj: str | None = _f(None, "multimodal projector file (--mmproj)")
     embeddings: bool = _f(False, "serve /v1/embeddings (--embeddings)")
@@ -139,25 +143,25 @@ class Profile(Located):
     env: dict[str, str] = _f(help="extra environment variables for the server", factory=dict)
     api_key_env: str | None = _f(None, "environment variable holding the API key (never put in argv)")
     restart: RestartPolicy = _f("on-failure", "no | on-failure | always")
-    start_timeout: float | None = _f(None, "seconds to wait for health (default 300; vLLM 900)")
-    stop_timeout: float = _f(10.0, "seconds between the stop signal and SIGKILL")
-    health_interval: float = _f(5.0, "seconds between health probes once running")
-    health_failures: int = _f(3, "failed probes in a row before `unhealthy`")
+    start_timeout: float | None = _f(None, "seconds to wait for health (default 300; vLLM 900)", gt=0)
+    stop_timeout: float = _f(10.0, "seconds between the stop signal and SIGKILL", gt=0)
+    health_interval: float = _f(5.0, "seconds between health probes once running", gt=0)
+    health_failures: int = _f(3, "failed probes in a row before `unhealthy`", ge=1)
     restart_unhealthy: bool = _f(False, "restart the server when it turns `unhealthy`")
-    restart_delay: float = _f(1.0, "first restart delay in seconds; doubles per quick death")
-    restart_delay_max: float = _f(60.0, "cap of the restart delay")
-    crash_limit: int = _f(5, "deaths within crash_window that mark the server `failed`")
-    crash_window: float = _f(300.0, "seconds over which crash_limit counts deaths")
+    restart_delay: float = _f(1.0, "first restart delay in seconds; doubles per quick death", ge=0)
+    restart_delay_max: float = _f(60.0, "cap of the restart delay", ge=0)
+    crash_limit: int = _f(5, "deaths within crash_window that mark the server `failed`", ge=1)
+    crash_window: float = _f(300.0, "seconds over which crash_limit counts deaths", gt=0)
     allow_unsafe_args: bool = _f(False, "acknowledge engine flags that run tools or shells")
     docker: Docker | None = _f(None, "container settings for `launcher: docker`")
-    gpu_memory_utilization: float | None = _f(None, "vLLM: fraction of GPU memory to use")
-    max_model_len: int | None = _f(None, "vLLM: context length")
+    gpu_memory_utilization: float | None = _f(None, "vLLM: fraction of GPU memory to use", gt=0, le=1)
+    max_model_len: int | None = _f(None, "vLLM: context length", ge=1)
     quantization: str | None = _f(None, "vLLM: quantization method (awq, gptq...)")
     dtype: str | None = _f(None, "vLLM: weights dtype")
     served_model_name: str | None = _f(None, "vLLM: model name in the API")
-    tensor_parallel_size: int | None = _f(None, "vLLM: GPUs to split the model over")
+    tensor_parallel_size: int | None = _f(None, "vLLM: GPUs to split the model over", ge=1)
     trust_remote_code: bool = _f(False, "vLLM: run the model repo's own code")
-    idle_ttl: float | None = _f(None, "gateway: stop after this many idle seconds")
+    idle_ttl: float | None = _f(None, "gateway: stop after this many idle seconds", gt=0)
     max_concurrent: int | None = _f(None, "gateway: requests sent to this server at once; more get 429 "
                                     "(default: serve --max-concurrent)")
     group: str | None = _f(None, "gateway: the swap group (defined under `groups:`) this profile is in")

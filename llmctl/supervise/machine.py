@@ -19,6 +19,8 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..errors import exit_words
+
 
 class State(str, enum.Enum):
     STOPPED = "stopped"
@@ -110,12 +112,7 @@ class Machine:
 
     def exited(self, code: int | None, signal: int | None, now: float) -> None:
         self.exit_code, self.exit_signal, self.health = code, signal, None
-        if signal:
-            how = f"killed by signal {signal}"
-        elif code is None:
-            how = "exited (status unknown)"
-        else:
-            how = f"exited with code {code}"
+        how = exit_words(code, signal)  # SIGILL is named with its cause
         if self.stopping:
             # any -> stopped: we asked it to stop.
             self.state, self.reason = State.STOPPED, "stopped on request"
