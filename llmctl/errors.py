@@ -107,6 +107,15 @@ class NotEnoughSpace(LlmctlError):
     """The download does not fit on the disk."""
 
 
+class UnsafeHubListing(LlmctlError):
+    """The Hub (or a mirror) listed a file path that would land outside the model's folder, or
+    an odd one (absolute, ``..``, a backslash, a control character): nothing was written."""
+
+
+class StoreLinkOutside(LlmctlError):
+    """A symlink in the model store points outside it: llmctl neither reads nor writes through it."""
+
+
 class NoServerAvailable(LlmctlError):
     """No running server (and no cli fallback) can serve the request."""
 
@@ -136,6 +145,10 @@ class Interrupted(LlmctlError):
 
 
 #: what signal 4 means, in words, and what to do about it (servers, one-shot tools, gateway, bench)
+class InvalidName(UsageError):
+    """A name given on the command line breaks the naming rule (see :mod:`llmctl.names`)."""
+
+
 SIGILL_CAUSE = "illegal instruction: this llama.cpp build uses CPU instructions this machine cannot run"
 SIGILL_FIX = ("use a portable llama.cpp build (`bash scripts/setup.sh` makes one; `llmctl doctor` shows "
               "what each build found uses), or point the profile's `binary:` or the user config's "
@@ -186,6 +199,11 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
     HubUnreachable: (ExitCode.ERROR, "check the network, or HF_ENDPOINT if you use a mirror"),
     ChecksumMismatch: (ExitCode.ERROR, "run the same `llmctl pull` again to download it afresh"),
     NotEnoughSpace: (ExitCode.ERROR, "free some space, or point LLMCTL_HOME at a bigger disk"),
+    UnsafeHubListing: (ExitCode.ERROR, "nothing was written: pull it from another mirror (HF_ENDPOINT) "
+                                       "or the Hub itself, and report the repo"),
+    StoreLinkOutside: (ExitCode.ERROR, "remove the link ({path}; `llmctl models rm NAME` removes a model's "
+                                       "link, not its target); to keep models on another disk, point "
+                                       "LLMCTL_HOME or XDG_DATA_HOME there"),
     NoServerAvailable: (ExitCode.NO_SERVER, "start one with `llmctl up {profile}`"),
     EngineError: (ExitCode.ENGINE_ERROR, "see the server's log with `llmctl logs {profile}`"),
     ToolIllegalInstruction: (ExitCode.ENGINE_ERROR, SIGILL_FIX),
@@ -200,6 +218,7 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
 def describe(err: LlmctlError) -> tuple[ExitCode, str, str]:
     """Return (exit code, message, hint) for an error, from :data:`ERROR_TABLE`."""
     for cls in type(err).__mro__:
+    InvalidName: (ExitCode.USAGE, "see the defined names with `{listing}`"),
         if cls in ERROR_TABLE:
             code, hint = ERROR_TABLE[cls]  # type: ignore[index]
             try:

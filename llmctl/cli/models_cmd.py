@@ -77,11 +77,13 @@ def list_(json: JsonOpt = False) -> None:
     from ..models.store import list_models
 
     out = Output(json)
-    rows = []
-    for directory, m in list_models():
+    rows, skipped = [], []
+    for directory, m in list_models(skipped=skipped):
         rows.append({"name": m.name, "reference": m.reference, "quant": m.quant, "size": m.size,
                      "path": str(m.main_path(directory)), "revision": m.revision, "verified": m.verified,
                      "source": m.source, "repo": m.repo})
+    for err in skipped:
+        out.warn(f"{err.message} (left out; `llmctl models rm {Path(err.facts['path']).name}` removes the link)")
     if json:
         out.data(rows)
         return
@@ -108,12 +110,12 @@ def show(name: Annotated[str, typer.Argument(help="A model's name in the store."
     from dataclasses import asdict
 
     from ..errors import ModelNotFound
-    from ..models.store import Manifest
+    from ..models.store import Manifest, model_dir
     from ..paths import Paths
 
     out = Output(json)
-    directory = Paths.from_env().models / name
-    m = Manifest.read(directory) if "/" not in name else None
+    directory = model_dir(name, Paths.from_env())
+    m = Manifest.read(directory)
     if m is None:
         raise ModelNotFound(f"no model named {name!r} in the store")
     main = m.main_path(directory)
@@ -157,15 +159,19 @@ def rm(names: Annotated[List[str], typer.Argument(help="Model names in the store
                                                   autocompletion=_complete_models)],
        json: JsonOpt = False) -> None:
     """Delete models from the store (a linked import loses only its link)."""
-    from ..models.store import remove_model
+    from ..models.store import check_store_name, remove_model
 
     out = Output(json)
-    removed = [str(remove_model(n)) for n in names]
+    for n in names:  # every name is checked before anything is removed
+        check_store_name(n)
+    removed = []
+    for n in names:
+        path, link = remove_model(n)
+        removed.append(str(path))
+        if not json:
+            out.text(f"{n}: removed" + (f" the link (its target {link} was kept)" if link else ""))
     if json:
         out.data({"removed": removed})
-    else:
-        for n in names:
-            out.text(f"{n}: removed")
 
 
 @app.command("catalog")

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..errors import HubAuthRequired, HubUnreachable, LlmctlError, ModelNotFound
+from ..errors import HubAuthRequired, HubUnreachable, LlmctlError, ModelNotFound, UnsafeHubListing
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -51,6 +51,42 @@ class Snapshot:
     revision: str  #: full commit id
     files: list[RemoteFile]
     endpoint: str
+
+
+def unsafe_reason(path: object) -> str | None:
+    """Why a file path from a repo listing must not be written under the model's folder, or
+    None when it is a plain relative path (``DIR/NAME``: no ``..``, no absolute path...)."""
+    if not isinstance(path, str) or not path:
+        return "it is empty"
+    if path.startswith("/"):
+        return "it is an absolute path"
+    if "\\" in path:
+        return "it has a backslash"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "it has a control character (a NUL, a newline...)"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "it has an empty, `.` or `..` part"
+    if max(len(p.encode("utf-8", "surrogatepass")) for p in parts) > 255:
+        return "a part of it is too long for a file name"
+    return None
+
+
+def check_listing(repo: str, revision: str, files: list[RemoteFile]) -> None:
+    """Refuse a listing with a path that is unsafe (see :func:`unsafe_reason`), listed twice, or
+    both a file and a folder: before any byte of it is written."""
+    from collections import Counter
+
+    count = Counter(f.path for f in files)
+    for f in files:
+        why = unsafe_reason(f.path)
+        if why is None and count[f.path] > 1:
+            why = "it is listed twice"
+        if why is None and any(count["/".join(f.path.split("/")[:i])] for i in range(1, f.path.count("/") + 1)):
+            why = "a folder on its way is also listed as a file"
+        if why is not None:
+            raise UnsafeHubListing(f"{endpoint()} lists the file {f.path!r} in {repo}@{revision[:12]}, which llmctl "
+                                   f"will not write: {why}; nothing was written", repo=repo, path=f.path)
 
 
 def _is_network_error(exc: BaseException) -> bool:
@@ -117,7 +153,8 @@ def snapshot(repo: str, revision: str | None = None) -> Snapshot:
             lfs = getattr(entry, "lfs", None)
             sha256 = (lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)) if lfs else None
             files.append(RemoteFile(entry.path, int(size), getattr(entry, "blob_id", None), sha256))
-    files.sort(key=lambda f: f.path)
+    files.sort(key=lambda f: str(f.path))
+    check_listing(repo, sha, files)
     return Snapshot(repo, sha, files, endpoint())
 
 

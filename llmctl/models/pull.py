@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -20,14 +21,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import HubUnreachable, ModelMissing, ModelNotFound, NotEnoughSpace, QuantNotFound, \
-    UsageError
+    StoreLinkOutside, UnsafeHubListing, UsageError
 from ..paths import Paths
-from .hub import RemoteFile, Snapshot, endpoint, snapshot
+from .hub import RemoteFile, Snapshot, endpoint, snapshot, unsafe_reason
 from .progress import PullProgress, human
 from .refs import ModelRef, SPLIT_RE, is_model_gguf, parse_ref, quant_of, split_base
-from .store import Manifest
+from .store import Manifest, first_link, inside, is_store_name, model_dir, store_error
 
 WORK_DIR = ".pull"  #: partial files and their notes, inside the model's directory
+#: llmctl's own names in a model's directory: a Hub file of that name would replace them
+RESERVED = frozenset({"manifest.json", ".manifest.json.tmp", WORK_DIR})
 PARALLEL_FILES = 4  #: files fetched at once for multi-file pulls
 
 
@@ -140,6 +143,30 @@ def _kept(directory: Path, m: Manifest | None, f: RemoteFile) -> bool:
     return False
 
 
+def check_targets(directory: Path, files: list[RemoteFile], repo: str) -> None:
+    """Every file, and its partial file and note, lands inside the model's folder (no link on
+    the way leads out of it) and replaces none of llmctl's own files. Checked before any byte
+    is written."""
+    from .transfer import partial_paths
+
+    work = directory / WORK_DIR
+    if not inside(work, directory):
+        raise StoreLinkOutside(f"{work} is a link to {os.readlink(work)}, outside the model's folder: llmctl "
+                               f"will not pull into it; nothing was written", path=str(work))
+    for f in files:
+        why = unsafe_reason(f.path) or (f"it would replace llmctl's own {f.path.split('/')[0]}"
+                                        if f.path.split("/")[0] in RESERVED else None)
+        if why is not None:
+            raise UnsafeHubListing(f"{endpoint()} lists the file {f.path!r} in {repo}, which llmctl will not "
+                                   f"write: {why}; nothing was written", repo=repo, path=f.path)
+        for target, base in ((directory / f.path, directory), *((p, work) for p in partial_paths(work, f.path))):
+            if not inside(target, base):
+                link = first_link(target, base)
+                raise StoreLinkOutside(f"{link} is a link to {os.readlink(link) if link else '?'}: {f.path} "
+                                       f"would be written outside the model's folder {directory}; nothing was "
+                                       f"written", path=str(link or target))
+
+
 def _free_bytes(path: Path) -> tuple[int, Path]:
     p = path
     while not p.exists() and p != p.parent:
@@ -177,7 +204,7 @@ def parse(text: str, paths: Paths) -> ModelRef:
         raise UsageError(f"{text!r} is a local path: bring it into the store with "
                          f"`llmctl import {text} --as NAME`")
     if ref.kind == "name":
-        m = Manifest.read(paths.models / text) if "/" not in text else None
+        m = Manifest.read(paths.models / text) if is_store_name(text) else None
         if m is not None and m.source == "pull":
             return parse_ref(m.reference, load_catalog(paths))
         raise ModelNotFound(f"{text!r} is not a catalog alias (see `llmctl models catalog`) nor a Hub "
@@ -192,20 +219,30 @@ def pull(text: str, *, paths: Paths | None = None, revision: str | None = None, 
     progress = progress or PullProgress()
     try:
         ref = parse(text, paths)
-        lock = _Lock(paths, ref.store_name, progress)
         try:
-            return _pull_locked(ref, paths, revision, force, progress)
-        finally:
-            lock.release()
+            lock = _Lock(paths, ref.store_name, progress)
+            try:
+                return _pull_locked(ref, paths, revision, force, progress)
+            finally:
+                lock.release()
+        except OSError as exc:  # the Hub's and the network's errors are llmctl errors by now
+            if exc.filename is None and exc.errno not in _FS_ERRNOS:
+                raise
+            raise store_error(exc, paths.models) from None
     finally:
         progress.close()
+
+
+#: errors of the file system (a read-only or full disk...), whatever call met them
+_FS_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
+                        errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ELOOP, errno.EIO})
 
 
 def _pull_locked(ref: ModelRef, paths: Paths, revision: str | None, force: bool,
                  progress: PullProgress) -> PullResult:
     t0 = time.monotonic()
     name = ref.store_name
-    directory = paths.models / name
+    directory = model_dir(name, paths)
     old = Manifest.read(directory)
     if old is not None and old.source != "pull":
         raise UsageError(f"the store already has a model named {name!r} ({old.source}ed from {old.reference}); "
@@ -224,6 +261,7 @@ def _pull_locked(ref: ModelRef, paths: Paths, revision: str | None, force: bool,
         return PullResult(old, directory, True, seconds=time.monotonic() - t0,
                           note="already pulled, up to date")
     sel = select(ref, snap)
+    check_targets(directory, sel.files, snap.repo)
 
     work = directory / WORK_DIR
     from .transfer import fetch, partial_size
@@ -277,8 +315,9 @@ def _pull_locked(ref: ModelRef, paths: Paths, revision: str | None, force: bool,
     wanted = {f.path for f in sel.files}
     if old is not None:
         for f in old.files:
-            if f["path"] not in wanted:
-                (directory / f["path"]).unlink(missing_ok=True)
+            old_file = directory / str(f["path"])
+            if f["path"] not in wanted and unsafe_reason(f["path"]) is None and inside(old_file, directory):
+                old_file.unlink(missing_ok=True)
     shutil.rmtree(work, ignore_errors=True)
 
     records, hows = [], []

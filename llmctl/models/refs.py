@@ -61,8 +61,8 @@ def split_base(path: str) -> str:
 
 
 def slug(text: str) -> str:
-    """Lower-case store-name form of any text."""
-    s = re.sub(r"[^a-z0-9_.-]+", "-", text.lower()).strip("-.")
+    """Lower-case store-name form of any text (a valid model name: see store.check_store_name)."""
+    s = re.sub(r"^[^a-z0-9]+|[-.]+$", "", re.sub(r"[^a-z0-9_.-]+", "-", text.lower()))
     return s or "model"
 
 

@@ -14,14 +14,15 @@ from pathlib import Path
 from ..errors import ModelMissing
 from ..paths import Paths
 from ..profiles.schema import Profile
-from .store import Manifest
+from .store import Manifest, is_store_name, model_dir
 
 
 def store_lookup(ref: str, paths: Paths) -> Path | None:
-    """The main file (or directory) of a model in the local store (imported or pulled), if there."""
-    if not ref or "/" in ref or ref.startswith("."):
+    """The main file (or directory) of a model in the local store (imported or pulled), if there.
+    A store entry of that name that is a link out of the store raises StoreLinkOutside."""
+    if not is_store_name(ref):
         return None
-    directory = paths.models / ref
+    directory = model_dir(ref, paths)
     m = Manifest.read(directory)
     if m is None:
         return None

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ChecksumMismatch, HubUnreachable, NotEnoughSpace
-from .hub import RemoteFile, hub_errors, locate
+from ..errors import ChecksumMismatch, HubUnreachable, NotEnoughSpace, UnsafeHubListing
+from .hub import RemoteFile, hub_errors, locate, unsafe_reason
 
 _READ = 8 * 1024 * 1024
 
@@ -166,6 +166,10 @@ def fetch(repo: str, revision: str, f: RemoteFile, work: Path, *, on_start: Call
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import silent_tqdm
 
+    why = unsafe_reason(f.path)
+    if why is not None:  # pull checks the whole listing first; this guards other callers
+        raise UnsafeHubListing(f"{repo} lists the file {f.path!r}, which llmctl will not write: {why}",
+                               repo=repo, path=f.path)
     part, note = partial_paths(work, f.path)
     part.parent.mkdir(parents=True, exist_ok=True)
     have = partial_size(work, f)
