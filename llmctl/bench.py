@@ -50,10 +50,12 @@ class BenchRow:
     error: str | None = None
     samples: list[dict] = field(default_factory=list)
     exit_code: int | None = field(default=None, repr=False)  #: the error's exit code; not in to_dict
+    hint: str | None = field(default=None, repr=False)  #: what to do about the error; not in to_dict
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("exit_code")
+        d.pop("hint")
         return d
 
 
@@ -138,7 +140,7 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
         prof = config.profile(name)
         for mode in modes:
             samples: list[dict] = []
-            error, code = None, None
+            error, code, hint = None, None, None
             if mode == "cli" and prof.engine != "llama-server" and skip_impossible:
                 rows.append(BenchRow(profile=name, mode=mode, runs=0, prompt_tokens=None, gen_tokens=None,
                                      prompt_tps=None, gen_tps=None, ttft_ms=None, total_ms=0.0,
@@ -152,7 +154,8 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
                                    overrides={"max_tokens": max_tokens, "temperature": 0.0, "seed": 42},
                                    on_text=lambda s: chunks.append(time.monotonic()))
                 except LlmctlError as exc:
-                    error, code = exc.message, int(describe(exc)[0])
+                    code, _, hint = describe(exc)
+                    error, code = exc.message, int(code)
                     break
                 samples.append(sample_of(mode, res.timings, tokens_in=res.tokens_in, tokens_out=res.tokens_out,
                                          t0=t0, chunk_times=chunks, t_end=time.monotonic(),
@@ -166,7 +169,7 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
                 gen_tps=_median([s["gen_tps"] for s in samples]),
                 ttft_ms=_median([s["ttft_ms"] for s in samples]),
                 total_ms=_median([s["total_ms"] for s in samples]) or 0.0,
-                source=_source(samples), error=error, samples=samples, exit_code=code))
+                source=_source(samples), error=error, samples=samples, exit_code=code, hint=hint))
     return rows
 
 

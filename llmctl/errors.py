@@ -140,15 +140,15 @@ class UsageError(LlmctlError):
     """The command line is inconsistent in a way Typer cannot check."""
 
 
+class InvalidName(UsageError):
+    """A name given on the command line breaks the naming rule (see :mod:`llmctl.names`)."""
+
+
 class Interrupted(LlmctlError):
     """The user pressed Ctrl-C."""
 
 
 #: what signal 4 means, in words, and what to do about it (servers, one-shot tools, gateway, bench)
-class InvalidName(UsageError):
-    """A name given on the command line breaks the naming rule (see :mod:`llmctl.names`)."""
-
-
 SIGILL_CAUSE = "illegal instruction: this llama.cpp build uses CPU instructions this machine cannot run"
 SIGILL_FIX = ("use a portable llama.cpp build (`bash scripts/setup.sh` makes one; `llmctl doctor` shows "
               "what each build found uses), or point the profile's `binary:` or the user config's "
@@ -211,6 +211,7 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
     VramExceeded: (ExitCode.VRAM, "see `llmctl plan {names}`; stop something, lower gpu_layers or "
                                   "ctx_size, or pass --force"),
     UsageError: (ExitCode.USAGE, "see `llmctl --help`"),
+    InvalidName: (ExitCode.USAGE, "see the defined names with `{listing}`"),
     Interrupted: (ExitCode.INTERRUPTED, ""),
 }
 
@@ -218,7 +219,6 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
 def describe(err: LlmctlError) -> tuple[ExitCode, str, str]:
     """Return (exit code, message, hint) for an error, from :data:`ERROR_TABLE`."""
     for cls in type(err).__mro__:
-    InvalidName: (ExitCode.USAGE, "see the defined names with `{listing}`"),
         if cls in ERROR_TABLE:
             code, hint = ERROR_TABLE[cls]  # type: ignore[index]
             try:

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .names import check_name
+
 
 def _xdg(var: str, fallback: str) -> Path:
     value = os.environ.get(var)
@@ -48,18 +50,19 @@ class Paths:
                 os.chmod(d, 0o700)
         return self
 
+    # a profile's files: the name is checked (never a path, `..` or empty), see llmctl.names
     def state_file(self, name: str) -> Path:
-        return self.state / f"{name}.json"
+        return self.state / f"{check_name(name)}.json"
 
     def lock_file(self, name: str) -> Path:
-        return self.run / f"{name}.lock"
+        return self.run / f"{check_name(name)}.lock"
 
     def spec_file(self, name: str) -> Path:
-        return self.run / f"{name}.spec.json"
+        return self.run / f"{check_name(name)}.spec.json"
 
     def key_file(self, name: str) -> Path:
-        return self.run / f"{name}.key"
+        return self.run / f"{check_name(name)}.key"
 
     def log_file(self, name: str) -> Path:
-        return self.logs / f"{name}.log"
+        return self.logs / f"{check_name(name)}.log"
 

@@ -58,10 +58,11 @@ def bench(names: NamesArg,
                      "(`mixed`: some of the row's figures)")
     failed = [r for r in rows if r.exit_code]
     if failed:
-        if not json:
-            for r in failed:
-                if r.exit_code == ExitCode.NO_SERVER:
-                    out.hint(f"start it with `llmctl up {r.profile}`, or use --mode cli")
+        for r in failed:
+            if r.exit_code != ExitCode.NO_SERVER:  # e.g. a tool that died of SIGILL: the fix
+                out.error(f"{r.profile} ({r.mode}): {r.error}", r.hint or "")
+            elif not json:
+                out.hint(f"start it with `llmctl up {r.profile}`, or use --mode cli")
         raise typer.Exit(failed[0].exit_code)
 
 

@@ -12,6 +12,15 @@ from ..output import Output
 from .common import JsonOpt, NameArg, NamesArg, OptNamesArg, handle_errors, load_config
 
 
+def _check_names(names) -> None:
+    """Every name from the command line follows the naming rule before anything becomes a path
+    (`down /some/dir/app` must not reach /some/dir)."""
+    from ..names import check_name
+
+    for n in names or []:
+        check_name(n)
+
+
 def _supervisor(config=None):
     from ..supervise.control import Supervisor
 
@@ -60,6 +69,7 @@ def up(names: NamesArg,
        pull: Annotated[bool, typer.Option("--pull", help="Pull missing models (catalog aliases, hf: references) first.")] = False,
        json: JsonOpt = False) -> None:
     """Start profiles in parallel, detached; return once each answers its health check."""
+    _check_names(names)
     out = Output(json)
     config = load_config()
     sup = _supervisor(config)
@@ -88,6 +98,7 @@ def down(names: OptNamesArg = None,
          all_: Annotated[bool, typer.Option("--all", help="Stop every server llmctl has a record of.")] = False,
          json: JsonOpt = False) -> None:
     """Stop servers: stop signal, SIGKILL to the whole group after stop_timeout. Idempotent."""
+    _check_names(names)
     out = Output(json)
     if names and all_:
         raise UsageError("give profile names or --all, not both")
@@ -112,6 +123,7 @@ def restart(names: NamesArg,
             timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for health.")] = None,
             json: JsonOpt = False) -> None:
     """Stop, then start profiles again (picking up profile changes)."""
+    _check_names(names)
     config = load_config()
     for n in names:
         config.profile(n)
@@ -124,6 +136,7 @@ def status(names: OptNamesArg = None, json: JsonOpt = False) -> None:
     from .common import STATE
     from .status_view import show_status
 
+    _check_names(names)
     code = show_status(names or None, json, STATE.files)
     if code:
         raise typer.Exit(code)
@@ -137,6 +150,7 @@ def logs(name: NameArg,
     from ..supervise.status import tail
     from ..errors import UnknownProfile
 
+    _check_names([name])
     paths = Paths.from_env()
     _docker_logs(paths, name, lines, follow)  # a live container: its own logs (execs; no return)
     path = paths.log_file(name)
