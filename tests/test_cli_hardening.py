@@ -63,6 +63,12 @@ def test_every_lifecycle_command_checks_its_names(tmp_path, smollm2):
         assert r.returncode == 2, (cmd, name, r.returncode, r.stderr)
         assert RULE in r.stderr and "TOP SECRET" not in r.stdout + r.stderr, (cmd, name, r.stderr)
     assert sorted(p.name for p in home.iterdir()) == ["secret.log"]  # no lock, state or log made
+    (home / "state").mkdir()
+    (home / "state" / "Stray.json").write_text("{}")  # not a record: status and down --all pass it by
+    r = cli("-f", str(f), "status")
+    assert r.returncode == 3 and "light" in r.stdout and "Stray" not in r.stdout + r.stderr, r.stderr
+    r = cli("-f", str(f), "down", "--all")
+    assert r.returncode == 0 and "Stray" not in r.stdout + r.stderr, r.stderr
 
 
 def test_paths_refuse_what_is_not_a_name():

@@ -301,7 +301,9 @@ class Supervisor:
     def recorded_names(self) -> list[str]:
         if not self.paths.state.is_dir():
             return []
-        return sorted(p.stem for p in self.paths.state.glob("*.json"))
+        from ..names import is_valid_name  # a stray file whose name is no name is not a record
+
+        return sorted(p.stem for p in self.paths.state.glob("*.json") if is_valid_name(p.stem))
 
     def stop(self, names: list[str] | None = None) -> list[StopResult]:
         """Stop the named servers (all recorded ones when ``names`` is None). Idempotent."""
