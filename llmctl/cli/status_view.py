@@ -40,6 +40,11 @@ def show_status(names: list[str] | None, json: bool, files: list[str] | None) ->
         out.warn(f"profiles not loaded ({err.message}); showing recorded state only")
         config = None
     entries = Supervisor(config).status(names or None)
+    if config is not None and not config.files and not names and not entries:
+        if json:
+            out.data([])
+        out.warn(no_profiles_hint())
+        return int(ExitCode.NOT_RUNNING)
     if json:
         out.data([e.to_dict() for e in entries])
     else:
@@ -73,3 +78,14 @@ def _note(e) -> str:
         return re.sub(r"restarting in \d+s", left, e.message) if "restarting in" in e.message else \
             f"{e.message}; {left}".lstrip("; ")
     return e.message
+
+
+def no_profiles_hint() -> str:
+    """Where llmctl looked for profile files, and how to make one."""
+    from ..paths import Paths
+
+    user = Paths.from_env().config / "profiles"
+    return ("no profile file found; looked for ./llmctl.yaml, ./profiles/*.yaml and "
+            f"{user}/*.yaml (or give -f FILE / LLMCTL_PROFILES). Make one, e.g. llmctl.yaml:\n"
+            "  profiles:\n    light: {model: PATH/TO/MODEL.gguf, port: 8081}\n"
+            "then `llmctl profiles validate`; the README's Profiles section lists every key")

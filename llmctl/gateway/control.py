@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..errors import StartFailed, StartTimeout
+from ..errors import SIGILL_FIX, IllegalInstruction, StartFailed, StartTimeout
 from ..paths import Paths
 from ..profiles.schema import Config
 
@@ -44,6 +44,8 @@ class ServerControl:
             if entry.state in ("running", "unhealthy"):
                 return "already-running"
             if entry.state in ("failed", "stopped"):
+                if entry.exit_signal == 4:  # SIGILL: a client sees only the message, so it names the fix
+                    raise IllegalInstruction(f"{name} failed to start: {entry.message}; {SIGILL_FIX}", name=name)
                 raise StartFailed(f"{name} failed to start: {entry.message or entry.state}", name=name)
             if time.monotonic() > deadline:
                 raise StartTimeout(f"{name}: not running after its start timeout (state {entry.state})", name=name)

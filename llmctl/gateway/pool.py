@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import LlmctlError
+from ..errors import SIGILL_FIX, IllegalInstruction, LlmctlError
 from ..gpu.estimate import format_size
 from ..profiles.schema import Config, Group, Profile
 from .config import GatewayConfig
@@ -344,6 +344,8 @@ class Pool:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure must end in a state and a wake-up
             msg = exc.message if isinstance(exc, LlmctlError) else f"unexpected error while starting: {exc!r}"
+            if isinstance(exc, IllegalInstruction) and SIGILL_FIX not in msg:
+                msg = f"{msg}; {SIGILL_FIX}"  # a client sees only the message: it names the fix too
             if not isinstance(exc, LlmctlError):
                 log.exception("%s: start failed", rec.name)
             self._fail(rec, attempt, msg)
