@@ -164,7 +164,8 @@ def test_gateway_answers_what_needs_no_server(config):
         assert models["light"].model_extra["llmctl"]["state"] == "stopped"
         with pytest.raises(NotFoundError, match="no task, profile or served model named 'gpt-4'"):
             client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
-        r = httpx.post(gw.url + "/v1/chat/completions", content=b"{not json", headers={"authorization": "Bearer gw-key"})
+        r = httpx.post(gw.url + "/v1/chat/completions", content=b"{not json",
+                       headers={"authorization": "Bearer gw-key", "content-type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
         r = httpx.post(gw.url + "/v1/chat/completions", json={"model": "light"}, headers={"authorization": "Bearer gw-key"})
         assert r.status_code == 400 and "messages" in r.json()["error"]["message"]

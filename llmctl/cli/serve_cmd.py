@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from ..errors import ExitCode, UsageError
 from ..output import Output
 from .common import handle_errors, load_config
+
+
+#: what Ctrl-C does besides stopping the gateway, by --stop-on-exit
+ON_EXIT = {"started": " and the servers it started", "all": " and every running server",
+           "none": " and leaves the servers running"}
 
 
 def serve(
@@ -31,6 +36,14 @@ def serve(
     upstream_timeout: Annotated[float, typer.Option(help="Seconds to wait for a server's next byte.")] = 600.0,
     primary_return: Annotated[float, typer.Option(
         help="Idle seconds after which a swap group's primary comes back (members without idle_ttl).")] = 60.0,
+    allow_host: Annotated[Optional[List[str]], typer.Option(
+        "--allow-host", help="A Host name to answer besides localhost, 127.0.0.1 and [::1] (repeatable). "
+        "Other names are refused (DNS rebinding); bound beyond loopback, every name is answered unless "
+        "this is given.", show_default=False)] = None,
+    max_body_size: Annotated[str, typer.Option(
+        "--max-body-size", help="Largest request body, e.g. 32MiB; larger ones get 413.")] = "32MiB",
+    header_timeout: Annotated[float, typer.Option(
+        help="Seconds a client has to send a request's headers before its connection is closed.")] = 10.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request (access log).")] = False,
 ) -> None:
     """Serve one OpenAI-compatible endpoint for every profile and task; start servers on demand.
@@ -47,18 +60,12 @@ def serve(
     from ..gateway.security import resolve_key
 
     out = Output()
-    budget = None
-    if vram_budget is not None:
-        from ..gpu.estimate import parse_size
-
-        try:
-            budget = parse_size(vram_budget)
-        except ValueError as exc:
-            raise UsageError(f"--vram-budget: {exc}") from None
+    budget = None if vram_budget is None else _size("--vram-budget", vram_budget)
     key = resolve_key(host, api_key_file)
     gw = GatewayConfig(host=host, port=port, api_key=key, vram_budget=budget, max_concurrent=max_concurrent,
                        stop_on_exit=stop_on_exit, wait_timeout=wait_timeout, upstream_timeout=upstream_timeout,
-                       primary_return=primary_return)
+                       primary_return=primary_return, allow_hosts=tuple(allow_host or ()),
+                       max_body=_size("--max-body-size", max_body_size), header_timeout=header_timeout)
     config = load_config()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -73,7 +80,7 @@ def serve(
                f"tasks: {tasks})")
         if key:
             out.info("clients must send `Authorization: Bearer KEY`")
-        out.info(f"Ctrl-C stops it{' and the servers it started' if stop_on_exit == 'started' else ''}")
+        out.info("Ctrl-C stops it" + ON_EXIT.get(stop_on_exit, ""))
 
     from ..gateway.server import serve as run_gateway
 
@@ -82,6 +89,15 @@ def serve(
     except KeyboardInterrupt:
         out.info("gateway stopped")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _size(option: str, text: str) -> int:
+    from ..gpu.estimate import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 COMMANDS = {"serve": handle_errors(serve)}

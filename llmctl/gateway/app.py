@@ -35,13 +35,15 @@ from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from .config import GatewayConfig
 from .control import ServerControl
-from .errors import BadRequest, Busy, GatewayHTTPError, NotRunning, Unauthorized, Unavailable, UpstreamFailed
+from .errors import (BadRequest, Busy, Forbidden, GatewayHTTPError, NotRunning, Unauthorized, Unavailable,
+                     UpstreamFailed)
+from .guard import Guard, error_response as _error_response
 from .metrics import Metrics
 from .pool import Lease, Pool
 from .proxy import (BeforeFirstByte, ProxyStream, Upstreams, wait_disconnect, read_body, relay_headers,
                     usage_from_sse, usage_of)
 from .routing import CHAT, COMPLETIONS, EMBEDDINGS, Router, Target, check_body, prepare_body, served_names
-from .security import OPEN_PATHS, authorized, check_binding
+from .security import KEY_ENV, OPEN_PATHS, allowed_hosts, authorized, check_binding
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -224,8 +226,10 @@ class Gateway:
     async def openai(self, request: Request, endpoint: str) -> Response | ProxyStream:
         try:
             body = json.loads(await request.body())
-        except ValueError:
-            raise BadRequest("the request body is not JSON") from None
+        except RecursionError:
+            raise BadRequest("the request body is nested too deeply") from None
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise BadRequest(f"the request body is not JSON ({exc})") from None
         body = check_body(endpoint, body)
         target = self.router.resolve(body.get("model"))
 
@@ -242,6 +246,10 @@ class Gateway:
 
             raise UnknownModel(f"no profile named {name!r} (known: {', '.join(self.config.profiles) or 'none'})")
         profile = kind_name[1]
+        if self.config.profiles[profile].api_key_env and not self.gw.api_key:
+            raise Forbidden(f"{profile}'s server has its own API key, which the gateway adds only to requests it "
+                            f"has authenticated, and this gateway has no key: give it one (${KEY_ENV} or "
+                            f"`llmctl serve --api-key-file`) and send `Authorization: Bearer KEY`", profile=profile)
         content = await request.body()
         target = Target(name, None, [profile], Params())
         return await self.dispatch(request, "/upstream", target, lambda prof: content or None,
@@ -271,13 +279,6 @@ def _raw_response(body: bytes, status: int, headers: list[tuple[bytes, bytes]]) 
     return resp
 
 
-def _error_response(exc: GatewayHTTPError) -> JSONResponse:
-    headers = {"retry-after": "1"} if exc.status == 429 else None
-    if exc.status == 401:
-        headers = {"www-authenticate": "Bearer"}
-    return JSONResponse(exc.body(), exc.status, headers=headers)
-
-
 def _endpoint(gw: Gateway, name: str, fn: Callable) -> Callable:
     """The handler around ``fn``: errors become OpenAI-shaped answers, and a client that goes
     away while its request waits (for a start, a swap) or is answered (non-streaming) cancels
@@ -301,6 +302,9 @@ def _endpoint(gw: Gateway, name: str, fn: Callable) -> Callable:
                 gw.metrics.request(getattr(request.state, "profile", None), name, 499, time.monotonic() - t0)
                 return Response(status_code=499)
             return work.result()
+        except RecursionError:  # a body that parsed, nested just below the limit, and went deeper
+            gw.metrics.request(None, name, 400, time.monotonic() - t0)
+            return _error_response(BadRequest("the request body is nested too deeply"))
         except GatewayHTTPError as exc:
             gw.metrics.request(exc.facts.get("profile"), name, exc.status, time.monotonic() - t0)
             return _error_response(exc)
@@ -359,7 +363,9 @@ def build_app(config: Config, gateway: GatewayConfig | None = None, *, paths: Pa
         Route("/upstream/{name}/{path:path}", _endpoint(gw, "/upstream", gw.upstream),
               methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
-    middleware = [Middleware(KeyCheck, key=gw_cfg.api_key)] if gw_cfg.api_key else []
+    middleware = [Middleware(Guard, hosts=allowed_hosts(gw_cfg.host, gw_cfg.allow_hosts), max_body=gw_cfg.max_body)]
+    if gw_cfg.api_key:
+        middleware.append(Middleware(KeyCheck, key=gw_cfg.api_key))
     app = Starlette(routes=routes, middleware=middleware, lifespan=gw.lifespan)
     app.state.gateway = gw
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STOP_POLICIES = ("started", "all", "none")
+MIB = 1 << 20
 
 
 @dataclass
@@ -23,6 +24,9 @@ class GatewayConfig:
     refresh_interval: float = 2.0  #: seconds between reads of the supervisor's state (0: never)
     retry_failed_after: float = 2.0  #: a failed start answers 503 at once for this long, then is retried
     gpu_total: int | None = None  #: bytes of one GPU, for vLLM estimates (None: unknown)
+    allow_hosts: tuple[str, ...] = ()  #: Host names answered besides loopback ones (bound elsewhere: only these)
+    max_body: int = 32 * MIB  #: bytes a request body may have; more get 413
+    header_timeout: float = 10.0  #: seconds a client has to send a request's headers; then it is cut off
 
     def __post_init__(self) -> None:
         from ..errors import UsageError
@@ -31,6 +35,13 @@ class GatewayConfig:
             raise UsageError(f"--stop-on-exit {self.stop_on_exit!r}: expected one of {', '.join(STOP_POLICIES)}")
         if self.max_concurrent < 1:
             raise UsageError("--max-concurrent must be at least 1")
+        if self.max_body < 1:
+            raise UsageError("--max-body-size must be at least 1 byte")
+        if not self.header_timeout > 0:
+            raise UsageError("--header-timeout must be more than 0 seconds")
+        from .security import normalize_host
+
+        self.allow_hosts = tuple(normalize_host(h) for h in self.allow_hosts)
 
     @property
     def url(self) -> str:

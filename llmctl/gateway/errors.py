@@ -29,6 +29,25 @@ class Unauthorized(GatewayHTTPError):
     status, kind = 401, "authentication_error"
 
 
+class Forbidden(GatewayHTTPError):
+    """A request the gateway will not serve from where it comes: a Host that is not its own
+    (DNS rebinding), or ``/upstream`` to a keyed server for a caller nobody authenticated."""
+
+    status, kind = 403, "permission_error"
+
+
+class PayloadTooLarge(GatewayHTTPError):
+    """A request body over ``serve --max-body-size``."""
+
+    status, kind = 413, "request_too_large"
+
+
+class UnsupportedMediaType(GatewayHTTPError):
+    """A request body that does not say ``Content-Type: application/json``."""
+
+    status, kind = 415, "invalid_request_error"
+
+
 class UnknownModel(GatewayHTTPError):
     """The request's `model` is no task, profile or served model name."""
 

@@ -24,7 +24,7 @@ from .pool import Lease
 #: response headers not relayed (hop-by-hop, or recomputed by the gateway's server)
 HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"trailer",
                b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"www-authenticate", b"date",
-               b"server", b"access-control-allow-origin"}
+               b"server"}
 TAIL_BYTES = 16384
 
 
@@ -98,7 +98,10 @@ async def read_body(resp: httpx.Response) -> bytes:
 
 
 def relay_headers(resp: httpx.Response, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    out = [(k.lower(), v) for k, v in resp.headers.raw if k.lower() not in HOP_HEADERS]
+    """The server's headers worth relaying; never its CORS grants (llama-server allows every
+    origin), so that pages of other sites cannot read the gateway's answers."""
+    out = [(k.lower(), v) for k, v in resp.headers.raw
+           if k.lower() not in HOP_HEADERS and not k.lower().startswith(b"access-control-")]
     return out + extra
 
 

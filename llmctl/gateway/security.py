@@ -7,6 +7,17 @@
 - Clients send ``Authorization: Bearer KEY`` (what the OpenAI clients send with ``api_key=``).
   ``GET /health`` needs no key. The key a client sends never goes upstream: the gateway sends
   each server its own key (the profile's ``api_key_env``) and never returns it.
+
+Web pages in the user's browser can reach a loopback gateway too. Against them:
+
+- Bound to loopback, only loopback ``Host`` values are answered (localhost, 127.x, [::1], with
+  any port; plus ``--allow-host`` names): a page whose own name was made to resolve to
+  127.0.0.1 (DNS rebinding) sends its own name and is refused.
+- A request body must say ``Content-Type: application/json``: the types a page may send
+  without asking first (text/plain, forms) are refused, so a cross-site POST cannot be a call.
+- ``/upstream`` to a profile with its own key needs a gateway key (the server's key is added
+  only to requests the gateway authenticated).
+- No ``Access-Control-*`` header is relayed or sent: pages of other origins cannot read answers.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -21,6 +33,8 @@ from ..errors import UsageError
 
 KEY_ENV = "LLMCTL_GATEWAY_KEY"
 OPEN_PATHS = ("/health",)
+#: a Host header: a name or IPv4 address, or an [IPv6] address; then maybe :PORT
+_HOST_RE = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::[0-9]{1,5})?")
 
 
 def is_loopback(host: str) -> bool:
@@ -72,3 +86,35 @@ def authorized(headers: list[tuple[bytes, bytes]], key: str) -> bool:
             v = value.strip()
             return len(v) == len(want) and v[:7].lower() == b"bearer " and hmac.compare_digest(v[7:], want[7:])
     return False
+
+
+def normalize_host(name: str) -> str:
+    """An ``--allow-host`` value as it is compared: lower case, without a port or brackets."""
+    host = split_host(name)
+    if host is None:
+        raise UsageError(f"--allow-host {name!r}: expected a host name or address, e.g. llm.lan or 10.0.0.5")
+    return host
+
+
+def split_host(value: str) -> str | None:
+    """The host part of a ``Host`` header (lower case, IPv6 without brackets); None if malformed."""
+    m = _HOST_RE.fullmatch(value.strip().lower())
+    return m.group(1).strip("[]") if m else None
+
+
+def allowed_hosts(bind_host: str, extra: tuple[str, ...]) -> frozenset[str] | None:
+    """The extra Host names answered besides loopback ones; None: every Host (bound beyond
+    loopback without ``--allow-host``, where the key guards the gateway)."""
+    if not is_loopback(bind_host) and not extra:
+        return None
+    return frozenset(extra)
+
+
+def host_allowed(value: str | None, extra: frozenset[str]) -> bool:
+    host = split_host(value) if value else None
+    return host is not None and (is_loopback(host) or host in extra)
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """``application/json``, with or without parameters (``; charset=utf-8``)."""
+    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == "application/json"

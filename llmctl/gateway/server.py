@@ -41,8 +41,11 @@ def bind(host: str, port: int) -> socket.socket:
 def _server(app, gw: GatewayConfig, log_level: str, access_log: bool):
     import uvicorn
 
+    from .protocol import protocol_class
+
     cfg = uvicorn.Config(app, host=gw.host, port=gw.port, log_level=log_level, access_log=access_log,
-                         lifespan="on", timeout_graceful_shutdown=5, ws="none", log_config=None)
+                         lifespan="on", timeout_graceful_shutdown=5, ws="none", log_config=None,
+                         http=protocol_class(gw.header_timeout))
     return uvicorn.Server(cfg)
 
 
