@@ -1,5 +1,6 @@
 """Shared fixtures: an isolated LLMCTL_HOME per test, real tiny models, free ports, and checks
-that no test leaves a keeper or server process behind."""
+that no test leaves a process (keeper, server, vLLM worker, escaped grandchild) or a listener
+behind."""
 
 from __future__ import annotations
 
@@ -10,41 +11,94 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .util import free_port
+from .util import free_port, port_is_free
 
 REPO = Path(__file__).resolve().parents[1]
-KEEPER_MARK = "llmctl.supervise.keeper"
+PORTS = pytest.StashKey[set]()  #: the ports a test got from the `ports` fixture
+# psutil's create_time counts from the boot time in whole seconds: up to 1 s early
+SLACK = 2.0
 
 
-def _ours(proc: psutil.Process, since: float) -> bool:
-    """A keeper or llama.cpp process started during this run."""
+def _names(p: psutil.Process, mark: str) -> bool:
+    """The process's command line or environment names the directory ``mark`` (children
+    inherit the environment, so a test's LLMCTL_HOME marks all it started, however detached)."""
+    inside = mark.rstrip("/") + "/"
     try:
-        if proc.create_time() < since:
-            return False
-        cmd = " ".join(proc.cmdline())
+        words = p.cmdline() + list(p.environ().values())
     except psutil.Error:
         return False
-    return KEEPER_MARK in cmd or "llama-server" in cmd or "llama-cli" in cmd or "llama-completion" in cmd \
-        or "tests/helpers/" in cmd
+    return any(w == mark or inside in w for w in words)
 
 
-def _leftovers(since: float, home: str | None = None) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter():
-        if p.pid == os.getpid() or not _ours(p, since):
-            continue
-        if home is not None:
-            try:
-                if p.environ().get("LLMCTL_HOME") != home:
-                    continue
-            except psutil.Error:
-                continue
+def _live(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _descendants() -> dict[tuple[int, float], psutil.Process]:
+    try:
+        kids = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return {}
+    out = {}
+    for k in kids:
         try:
-            if p.status() == psutil.STATUS_ZOMBIE:
+            out[(k.pid, k.create_time())] = k
+        except psutil.Error:
+            continue
+    return out
+
+
+def _leftovers(since: float, mark: str, before: set = frozenset()) -> list[psutil.Process]:
+    """Live processes the test started: every descendant of this process that was not there
+    before it, and every process started since ``since`` whose command line or environment
+    names its temporary directory ``mark`` (escaped grandchildren, keepers, servers, vLLM)."""
+    found = {p.pid: p for key, p in _descendants().items() if key not in before}
+    for p in psutil.process_iter():
+        if p.pid in found or p.pid == os.getpid():
+            continue
+        try:
+            if p.create_time() < since:
                 continue
         except psutil.Error:
             continue
-        out.append(p)
+        if _names(p, mark):
+            found[p.pid] = p
+    return [p for p in found.values() if _live(p)]
+
+
+def _listeners(ports: set[int], since: float) -> tuple[list[str], list[psutil.Process]]:
+    """Listening sockets on ``ports`` held by processes started since ``since`` (an older
+    holder is not the test's: another run that drew the same free port), and their holders."""
+    busy = [p for p in ports if not port_is_free(p)]
+    if not busy:
+        return [], []
+    lines, procs = [], []
+    for c in psutil.net_connections(kind="inet"):
+        if c.status != psutil.CONN_LISTEN or not c.laddr or c.laddr.port not in busy:
+            continue
+        try:
+            proc = psutil.Process(c.pid) if c.pid else None
+            if proc is not None and proc.create_time() < since:
+                continue
+            what = f"{proc.pid} {' '.join(proc.cmdline())[:150]}" if proc else "an unknown process"
+        except psutil.Error:
+            continue
+        lines.append(f"port {c.laddr.port} still listening: {what}")
+        if proc is not None and proc.pid != os.getpid():
+            procs.append(proc)
+    return lines, procs
+
+
+def _describe(procs: list[psutil.Process]) -> list[str]:
+    out = []
+    for p in procs:
+        try:
+            out.append(f"{p.pid} {' '.join(p.cmdline())[:150]}")
+        except psutil.Error:
+            out.append(f"{p.pid} (gone)")
     return out
 
 
@@ -59,49 +113,49 @@ def _kill(procs: list[psutil.Process]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leaks_session(tmp_path_factory):
-    """Fails the run if any keeper or llama.cpp process started by this run's tests (their
-    LLMCTL_HOME or command line lies under this run's temporary directory) is still alive."""
-    since = time.time() - 1
+    """Fails the run if a process started by this run's tests (one that names this run's
+    temporary directory in its command line or environment) is still alive."""
+    since = time.time() - SLACK
     base = str(tmp_path_factory.getbasetemp())
+    before = set(_descendants())
     yield
-    time.sleep(0.2)
-    left = []
-    for p in _leftovers(since):
-        try:
-            if (p.environ().get("LLMCTL_HOME") or "").startswith(base) or base in " ".join(p.cmdline()):
-                left.append(p)
-        except psutil.Error:
-            continue
+    left = psutil.wait_procs(_leftovers(since, base, before), timeout=1)[1]
     if left:
-        desc = [f"{p.pid} {' '.join(p.cmdline())[:150]}" for p in left if p.is_running()]
+        desc = _describe(left)
         _kill(left)
         pytest.fail("processes left behind by the test run:\n" + "\n".join(desc), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
 def llmctl_home(tmp_path, monkeypatch, request):
-    """Every test gets its own LLMCTL_HOME and no inherited profile settings; anything it
-    started that is still running afterwards fails that test."""
+    """Every test gets its own LLMCTL_HOME and no inherited profile settings. Afterwards, any
+    process it started that still runs (a descendant of this process, or one naming its
+    temporary directory), or a listener on a port it got from `ports`, fails that test."""
     home = tmp_path / "home"
     monkeypatch.chdir(tmp_path)  # never pick up the repository's ./profiles/*.yaml by accident
     monkeypatch.setenv("LLMCTL_HOME", str(home))
     monkeypatch.delenv("LLMCTL_PROFILES", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    since = time.time() - 0.5
+    request.node.stash[PORTS] = set()
+    since = time.time() - SLACK
+    before = set(_descendants())
     yield home
-    left = _leftovers(since, str(home))
+    left = _leftovers(since, str(tmp_path), before)
     if left:  # a keeper that has just let its lock go may take a moment to exit; a leak stays
         left = psutil.wait_procs(left, timeout=3)[1]
-    if left:
-        desc = [f"{p.pid} {' '.join(p.cmdline())[:150]}" for p in left]
-        _kill(left)
-        pytest.fail("test left processes behind:\n" + "\n".join(desc), pytrace=False)
+    problems = _describe(left)
+    _kill(left)
+    lines, holders = _listeners(request.node.stash[PORTS], since)
+    _kill(holders)
+    problems += lines
+    if problems:
+        pytest.fail("test left processes or listeners behind:\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
-def ports():
-    """A function returning distinct free ports."""
-    seen: set[int] = set()
+def ports(request):
+    """A function returning distinct free ports (checked for leftover listeners after the test)."""
+    seen = request.node.stash.setdefault(PORTS, set())
 
     def get() -> int:
         while True:
