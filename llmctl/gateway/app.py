@@ -10,7 +10,8 @@ Routes::
     ANY  /upstream/NAME/PATH   passed to profile NAME's server as is (its /props, /slots, /tokenize...)
 
 Every answer from a server carries ``x-llmctl-profile`` (and ``x-llmctl-task``); errors are
-OpenAI-shaped: ``{"error": {"message", "type", "code"}}`` with 400/401/404/429/502/503/504.
+OpenAI-shaped: ``{"error": {"message", "type", "code"}}`` with 400/401/403/404/413/415/429/502/503/504
+(403, 413 and 415: the checks in :mod:`llmctl.gateway.guard`).
 """
 
 from __future__ import annotations
