@@ -47,7 +47,7 @@ class Serve:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self) -> "Serve":
+    def wait_ready(self) -> Serve:
         threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stderr.readline, "")), daemon=True).start()
         wait_for(lambda: any(f"{self.url}/v1" in ln for ln in self.lines) or self.proc.poll() is not None,
                  60, "the gateway's URL on stderr")
@@ -140,7 +140,7 @@ def raw_exchange(port: int, head: bytes, timeout: float = 10.0) -> bytes:
             assert time.monotonic() < deadline, f"the gateway neither answered nor closed in {timeout} s: {got[:200]!r}"
             try:
                 chunk = s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 pytest.fail(f"the gateway neither answered nor closed in {timeout} s: {got[:200]!r}")
             if not chunk:
                 return got
