@@ -210,7 +210,7 @@ def plan(names: NamesArg,
          json: JsonOpt = False) -> None:
     """Estimate the GPU memory the profiles need and whether it fits; starts nothing."""
     from ..gpu.budget import make_plan
-    from ..gpu.estimate import format_size
+    from ..units import format_size
 
     out = Output(json)
     p = make_plan(load_config(), names, budget=vram_budget, hub=True)

@@ -92,7 +92,7 @@ def serve(
 
 
 def _size(option: str, text: str) -> int:
-    from ..gpu.estimate import parse_size
+    from ..units import parse_size
 
     try:
         return parse_size(text)

@@ -54,7 +54,7 @@ def resolve_budget(config: Config, gw: GatewayConfig) -> int | None:
     if gw.vram_budget is not None:
         return gw.vram_budget
     if config.defaults.vram_budget:
-        from ..gpu.estimate import parse_size
+        from ..units import parse_size
 
         try:
             return parse_size(config.defaults.vram_budget)

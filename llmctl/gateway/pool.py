@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import SIGILL_FIX, IllegalInstruction, LlmctlError
-from ..gpu.estimate import format_size
+from ..units import format_size
 from ..profiles.schema import Config, Group, Profile
 from .config import GatewayConfig
 from .errors import Busy, NotRunning, Unavailable

@@ -35,7 +35,8 @@ from typing import Callable
 from ..errors import VramExceeded
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
-from .estimate import Estimate, estimate_profile, format_size, parse_size
+from ..units import format_size, parse_size
+from .estimate import Estimate, estimate_profile
 
 MIB = 1024 * 1024
 _VENDOR = {"cuda": "nvidia", "rocm": "amd"}

@@ -22,40 +22,32 @@ sizes from the repo listing, the header's key/value section over HTTP Range requ
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..models.gguf import (
+    ModelLayout,
+    header_fields,
+    layout_from_fields,
+    layout_keys,
+    read_layout,
+)
+from ..units import GIB, KIB, MIB, format_size, parse_size
+
+__all__ = ["Estimate", "ModelLayout", "estimate", "estimate_profile", "format_size", "header_fields",
+           "layout_from_fields", "layout_keys", "parse_size", "read_layout", "GIB", "KIB", "MIB"]
 
 if TYPE_CHECKING:
     from ..paths import Paths
     from ..profiles.schema import Profile
 
-KIB, MIB, GIB = 1024, 1024**2, 1024**3
 #: bytes per element of llama.cpp's KV cache types (block types: block bytes / 32 elements)
 KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32,
                  "iq4_nl": 18 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32}
 VLLM_DEFAULT_UTILIZATION = 0.9
 _K_FLAGS = ("cache-type-k", "ctk", "--cache-type-k", "-ctk")
 _V_FLAGS = ("cache-type-v", "ctv", "--cache-type-v", "-ctv")
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "t": 1000**4, "tb": 1000**4, "kib": KIB, "mib": MIB, "gib": GIB, "tib": 1024**4}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
-
-
-@dataclass(frozen=True)
-class ModelLayout:
-    """What the estimate needs from a GGUF header."""
-
-    file_size: int  #: bytes on disk (all parts of a split model)
-    architecture: str | None = None
-    block_count: int | None = None
-    head_count: int | None = None
-    head_count_kv: int | tuple[int, ...] | None = None  #: per layer when the model varies it
-    embedding_length: int | None = None
-    key_length: int | None = None
-    value_length: int | None = None
-    context_length: int | None = None  #: the model's training context (llama-server's -c 0)
 
 
 @dataclass
@@ -77,78 +69,7 @@ class Estimate:
         return asdict(self)
 
 
-def parse_size(text: str | int | float) -> int:
-    """``22GiB``, ``20000MiB``, ``8GB``, ``1.5 GiB``, ``123456`` (bytes) -> bytes."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return int(text)
-    m = _SIZE_RE.match(str(text))
-    unit = m.group(2).lower() if m else None
-    if not m or unit not in _UNITS:
-        raise ValueError(f"{text!r} is not a size (e.g. 22GiB, 20000MiB, 8GB)")
-    return int(float(m.group(1)) * _UNITS[unit])
-
-
-def format_size(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    for unit, div in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
-        if abs(n) >= div:
-            return f"{n / div:.1f} {unit}"
-    return f"{n} B"
-
-
-# -- the header ----------------------------------------------------------------------------
-def _split_parts(path: Path) -> list[Path]:
-    from ..models.gguf import split_parts
-
-    return split_parts(path)
-
-
-def header_fields(source: str | Path | BinaryIO, wanted: Callable[[str], bool]) -> dict[str, Any]:
-    """The metadata keys of a GGUF file for which ``wanted(key)`` is true, read in one pass
-    over the key/value section by :func:`llmctl.models.gguf.read_header` (the vocabulary is
-    stepped over, the tensor index and data are never read). ``source`` is a path or a binary
-    file object (a local file, or :class:`llmctl.models.remote_gguf.RangeFile` over HTTP)."""
-    from ..models.gguf import read_header
-
-    return read_header(source, wanted).fields
-
-
-_LAYOUT_NAMES = ("block_count", "context_length", "embedding_length", "attention.head_count",
-                 "attention.head_count_kv", "attention.key_length", "attention.value_length")
-
-
-def layout_keys(key: str) -> bool:
-    """The header keys :func:`layout_from_fields` needs (for :func:`header_fields`)."""
-    return key == "general.architecture" or key.split(".", 1)[-1] in _LAYOUT_NAMES
-
-
-def layout_from_fields(fields: dict[str, Any], size: int) -> ModelLayout:
-    """A :class:`ModelLayout` from the header keys :func:`layout_keys` picks and the size of all parts."""
-    arch = fields.get("general.architecture")
-
-    def key(name: str):
-        return fields.get(f"{arch}.{name}") if arch else None
-
-    kv = key("attention.head_count_kv")
-    if isinstance(kv, tuple):
-        kv = tuple(int(x) for x in kv) if len(set(kv)) > 1 else (int(kv[0]) if kv else None)
-    heads = key("attention.head_count")
-    if isinstance(heads, tuple):  # per layer: the widest
-        heads = max(heads) if heads else None
-    return ModelLayout(file_size=size, architecture=arch, block_count=key("block_count"), head_count=heads,
-                       head_count_kv=kv, embedding_length=key("embedding_length"),
-                       key_length=key("attention.key_length"), value_length=key("attention.value_length"),
-                       context_length=key("context_length"))
-
-
-def read_layout(path: str | Path) -> ModelLayout:
-    """The header facts of a GGUF file (the first part of a split model; sizes of all parts)."""
-    path = Path(path)
-    size = sum(p.stat().st_size for p in _split_parts(path) if p.exists()) or path.stat().st_size
-    return layout_from_fields(header_fields(path, layout_keys), size)
-
-
+# -- the header: llmctl.models.gguf ----------------------------------------------------------
 # -- the arithmetic ------------------------------------------------------------------------
 def _arg(profile: Profile, names: tuple[str, ...]) -> Any:
     for k, v in (profile.args or {}).items():

@@ -188,3 +188,62 @@ def split_parts(path: Path) -> list[Path]:
         return [path]
     base, count = path.name[: m.start()], int(m.group(2))
     return [path.with_name(f"{base}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+
+
+# -- what a memory estimate needs from a header ------------------------------------------
+@dataclass(frozen=True)
+class ModelLayout:
+    """What the estimate needs from a GGUF header."""
+
+    file_size: int  #: bytes on disk (all parts of a split model)
+    architecture: str | None = None
+    block_count: int | None = None
+    head_count: int | None = None
+    head_count_kv: int | tuple[int, ...] | None = None  #: per layer when the model varies it
+    embedding_length: int | None = None
+    key_length: int | None = None
+    value_length: int | None = None
+    context_length: int | None = None  #: the model's training context (llama-server's -c 0)
+
+
+def header_fields(source: str | Path | BinaryIO, wanted: Callable[[str], bool]) -> dict[str, Any]:
+    """The metadata keys of a GGUF file for which ``wanted(key)`` is true, read in one pass
+    over the key/value section by :func:`llmctl.models.gguf.read_header` (the vocabulary is
+    stepped over, the tensor index and data are never read). ``source`` is a path or a binary
+    file object (a local file, or :class:`llmctl.models.remote_gguf.RangeFile` over HTTP)."""
+    return read_header(source, wanted).fields
+
+
+_LAYOUT_NAMES = ("block_count", "context_length", "embedding_length", "attention.head_count",
+                 "attention.head_count_kv", "attention.key_length", "attention.value_length")
+
+
+def layout_keys(key: str) -> bool:
+    """The header keys :func:`layout_from_fields` needs (for :func:`header_fields`)."""
+    return key == "general.architecture" or key.split(".", 1)[-1] in _LAYOUT_NAMES
+
+
+def layout_from_fields(fields: dict[str, Any], size: int) -> ModelLayout:
+    """A :class:`ModelLayout` from the header keys :func:`layout_keys` picks and the size of all parts."""
+    arch = fields.get("general.architecture")
+
+    def key(name: str):
+        return fields.get(f"{arch}.{name}") if arch else None
+
+    kv = key("attention.head_count_kv")
+    if isinstance(kv, tuple):
+        kv = tuple(int(x) for x in kv) if len(set(kv)) > 1 else (int(kv[0]) if kv else None)
+    heads = key("attention.head_count")
+    if isinstance(heads, tuple):  # per layer: the widest
+        heads = max(heads) if heads else None
+    return ModelLayout(file_size=size, architecture=arch, block_count=key("block_count"), head_count=heads,
+                       head_count_kv=kv, embedding_length=key("embedding_length"),
+                       key_length=key("attention.key_length"), value_length=key("attention.value_length"),
+                       context_length=key("context_length"))
+
+
+def read_layout(path: str | Path) -> ModelLayout:
+    """The header facts of a GGUF file (the first part of a split model; sizes of all parts)."""
+    path = Path(path)
+    size = sum(p.stat().st_size for p in split_parts(path) if p.exists()) or path.stat().st_size
+    return layout_from_fields(header_fields(path, layout_keys), size)
