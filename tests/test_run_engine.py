@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .util import cli, free_port
+from .util import assert_streamed, cli, free_port, read_timed, wait_for
 
 pytestmark = [pytest.mark.engine]
 
@@ -63,21 +63,13 @@ tasks:
 defaults:
   sampling: {{temperature: 0.35, top_p: 0.9, top_k: 40, presence_penalty: 0.2, mirostat: 0}}
 """)
-    # the same server seen as a vLLM profile (llama-server speaks the same API): a second file
-    vllm = root / "vllm.yaml"
-    vllm.write_text(f"""
-profiles:
-  vl: {{engine: vllm, model: "hf:org/some-model", port: {port}, api_key_env: {KEY_ENV}}}
-tasks:
-  remote: {{profile: vl, temperature: 0, max_tokens: 8, repeat_penalty: 1.1, mirostat: 2}}
-""")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LLMCTL_HOME", str(home))
         mp.setenv(KEY_ENV, KEY)
         sup = Supervisor(load_profiles([str(main)]))
         sup.start(["light"])
     try:
-        yield Shared(root, home, {"main": main, "vllm": vllm}, port)
+        yield Shared(root, home, {"main": main}, port)
     finally:
         sup.stop(["light"])
 
@@ -113,23 +105,39 @@ def test_server_mode_json_fields(env):
 
 
 def test_server_mode_streams_to_stdout_as_tokens_arrive(env):
-    """The first bytes of the answer are on stdout while the answer is still being generated."""
+    """The answer reaches stdout piece by piece while it is generated: many separate reads, the
+    first well before the end. 300 tokens (at temperature 0 this prompt runs to the limit), so
+    that the generation lasts; the check fails for a program that prints all at once (below)."""
     e = dict(os.environ, **env)
+    t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "llmctl", "run", "--profile", "light", "--mode", "server",
-                             "-n", "200", "--temperature", "0", "Write a long story about a dragon and a knight."],
+                             "-n", "300", "--temperature", "0",
+                             "Write a long story about a dragon and a knight."],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
     try:
-        first = proc.stdout.read(1)
-        still_running = proc.poll() is None
-        rest = proc.stdout.read()
+        chunks, end = read_timed(proc.stdout)
         assert proc.wait(60) == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert first and still_running
-    assert len(first + rest) > 100  # the whole answer arrived, in pieces
+    assert_streamed(t0, chunks, end)
+    assert len(b"".join(c for _, c in chunks)) > 300  # the whole answer arrived, in pieces
     assert proc.stderr.read() == b""  # nothing but the answer, and no notes on a direct hit
+
+
+def test_stream_check_fails_for_a_program_that_prints_all_at_once():
+    """The check of the test above, against a real program that holds its answer for 2 s and
+    then prints it in one go: it must fail."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2); print('word ' * 300)"],
+                            stdout=subprocess.PIPE)
+    chunks, end = read_timed(proc.stdout)
+    assert proc.wait(10) == 0 and len(b"".join(c for _, c in chunks)) > 1000
+    with pytest.raises(AssertionError, match="piece"):
+        assert_streamed(t0, chunks, end)
+    with pytest.raises(AssertionError, match="first byte"):
+        assert_streamed(t0, chunks * 10, end)  # even split into many reads, all came at the end
 
 
 def test_fallback_order(env):
@@ -302,7 +310,6 @@ def test_ctrl_c_exits_130_and_leaves_nothing(env, mode):
             proc.kill()
             proc.wait()
     assert b"interrupted" in proc.stderr.read()
-    time.sleep(0.3)
     me = psutil.Process()
     def mine(p: psutil.Process) -> bool:  # not a llama-completion of a test run beside this one
         try:
@@ -310,31 +317,19 @@ def test_ctrl_c_exits_130_and_leaves_nothing(env, mode):
         except psutil.Error:
             return False
 
-    left = [p for p in psutil.process_iter(["cmdline"]) if "llama-completion" in " ".join(p.info["cmdline"] or [])
-            and p.info["cmdline"] and "Write a very long story." in p.info["cmdline"] and mine(p)]
-    assert not left, left
+    def left() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline", "status"])
+                if "llama-completion" in " ".join(p.info["cmdline"] or []) and p.info["cmdline"]
+                and "Write a very long story." in p.info["cmdline"] and mine(p)
+                and p.info["status"] not in (None, psutil.STATUS_ZOMBIE)]
+
+    wait_for(lambda: not left(), timeout=10, what="llama-completion's end")
     assert me.is_running()
     d = run_json("--task", "chat", "--mode", "server", "hi", env=env)  # the server still answers
     assert d["text"]
 
 
-# -- vLLM profiles, embeddings, images --------------------------------------------------------
-def test_vllm_profile_in_server_mode(env, shared):
-    """A vLLM profile uses the same client; its model name comes from /v1/models, vLLM's spelling
-    of the parameters is used (repetition_penalty, no mirostat). The server is the module's
-    llama-server, which speaks the same API; the profile itself was not started by llmctl."""
-    e = {"LLMCTL_PROFILES": str(shared.files["vllm"])}
-    r = run("--task", "remote", "--json", "Say hi.", env=e)
-    assert r.returncode == 0, r.stderr
-    d = json.loads(r.stdout)
-    assert (d["profile"], d["engine"], d["mode"]) == ("vl", "vllm", "server") and d["text"].strip()
-    assert "vllm has no mirostat" in r.stderr and "not started by llmctl" in r.stderr
-    dry = json.loads(run("--task", "remote", "--dry-run", "x", env=e).stdout)
-    assert dry["server"]["payload"]["repetition_penalty"] == 1.1 and "mirostat" not in dry["server"]["payload"]
-    assert "error" in dry["cli"]
-    assert run("--task", "remote", "--mode", "cli", "x", env=e).returncode == 2
-
-
+# -- embeddings, images (vLLM profiles: test_vllm.py, on a real vLLM) --------------------------
 def test_embeddings_for_real(env, tmp_path):
     r = cli("embed", "The cat sleeps.", "Stock markets fell.", "The cat sleeps.", env=env, input="")
     assert r.returncode == 0, r.stderr

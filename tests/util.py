@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -82,3 +83,26 @@ def frozen(pid: int):
                 pass
         wait_for(lambda: not (group / "cgroup.procs").read_text().split(), 10, "an empty freezer group")
         group.rmdir()
+
+
+def read_timed(stream, timeout: float = 120) -> tuple[list[tuple[float, bytes]], float]:
+    """Read a pipe to its end: every chunk with the monotonic time it arrived, and the time
+    of the end."""
+    fd, chunks = stream.fileno(), []
+    deadline = time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no end of output within {timeout} s"
+        data = os.read(fd, 65536)
+        if not data:
+            return chunks, time.monotonic()
+        chunks.append((time.monotonic(), data))
+
+
+def assert_streamed(t0: float, chunks: list[tuple[float, bytes]], end: float) -> None:
+    """Output written as it was made, not all at once: many separate pieces, the first of them
+    well before the end (relative to the whole run, so that a fast CPU passes as a slow one)."""
+    assert len(chunks) >= 10, f"the output came in {len(chunks)} piece(s)"
+    first = chunks[0][0]
+    assert end - first >= 0.2 * (end - t0), (
+        f"first byte {first - t0:.2f} s after the start, the end {end - first:.2f} s after it")
