@@ -83,6 +83,11 @@ class StateError(LlmctlError):
     """The state directory cannot be used (permissions, disk full)."""
 
 
+class UnsafeFile(StateError):
+    """A file llmctl writes (a server's log, its API key file) is a symbolic link, not a regular
+    file, or not the user's own: llmctl does not write through it."""
+
+
 class ModelNotFound(LlmctlError):
     """A model reference (alias, repo, file, quant) does not exist where it should."""
 
@@ -194,6 +199,8 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
     ),
     StopFailed: (ExitCode.STOP_FAILED, "check `llmctl status {name}` and stop what is left by hand"),
     StateError: (ExitCode.ERROR, "check the permissions and free space of {path}"),
+    UnsafeFile: (ExitCode.ERROR, "remove {path} (llmctl writes only files of its own there, never through "
+                                 "a link), then try again"),
     ModelNotFound: (ExitCode.MODEL_MISSING, "check the name with `llmctl models list` or the repo on the Hub"),
     HubAuthRequired: (ExitCode.MODEL_MISSING, "accept the model's terms on the Hub and set HF_TOKEN"),
     HubUnreachable: (ExitCode.ERROR, "check the network, or HF_ENDPOINT if you use a mirror"),

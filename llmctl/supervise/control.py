@@ -19,7 +19,8 @@ from typing import Callable
 from ..errors import LlmctlError, PortInUse, StartFailed, StartTimeout, StopFailed
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
-from .identity import ProcId
+from .files import check_log, open_log
+from .identity import ProcId, boot_id
 from .locks import is_held, try_lock
 from .spec import LaunchSpec
 from .state import ServerState, read_state, write_state
@@ -129,6 +130,7 @@ class Supervisor:
                     continue
                 locks[name] = fd
                 try:
+                    check_log(self.paths.log_file(name))  # never a link planted in its place
                     adopt[name] = self._orphan(name, spec)
                     if adopt[name] is None:
                         self._check_free(name, spec)
@@ -150,8 +152,9 @@ class Supervisor:
         try:
             if launcher is not None:
                 launcher.wait()
+            started = {n: (launcher.pid, by_name[n].argv) for n in locks} if launcher is not None else {}
             waited = self._wait_ready(list(locks) + others, t0, progress,
-                                      others={n: by_name[n].start_timeout for n in others})
+                                      others={n: by_name[n].start_timeout for n in others}, started=started)
         except KeyboardInterrupt:
             if launcher is not None:
                 launcher.wait()  # let it finish forking the keepers, then stop them all
@@ -170,9 +173,9 @@ class Supervisor:
         """A server of this profile still running after its keeper died: adopt it if it runs
         the same command line; refuse if it runs an older configuration."""
         st = read_state(self.paths.state_file(name), name)
-        if not (st and st.pid and st.pid_create_time):
+        server = st.server_id() if st else None
+        if server is None:
             return None
-        server = ProcId(st.pid, st.pid_create_time)
         proc = server.process()
         if proc is None:
             return None
@@ -196,8 +199,7 @@ class Supervisor:
         if holder and holder.pid:
             for other in self.recorded_names():
                 ost = read_state(self.paths.state_file(other), other)
-                if ost and ost.pid == holder.pid and ost.pid_create_time and \
-                        ProcId(ost.pid, ost.pid_create_time).alive():
+                if ost and ost.pid == holder.pid and ost.server_id() and ost.server_id().alive():
                     who = f"llmctl's own server {other!r} ({who}); `llmctl down {other}` stops it"
         raise PortInUse(f"{name}: port {spec.port} on {spec.host} is in use by {who}", name=name)
 
@@ -212,18 +214,19 @@ class Supervisor:
             state_path = self.paths.state_file(name)
             old = read_state(state_path, name) if adopt is not None else None
             if old is not None:  # the dead keeper's `running` must not pass for the new keeper's word
-                old.state, old.keeper_pid, old.keeper_create_time = "starting", None, None
+                old.state, old.keeper_pid, old.keeper_create_time, old.keeper_start = "starting", None, None, None
                 write_state(state_path, old)
             else:
                 write_state(state_path, ServerState(name=name, state="starting", engine=spec.engine,
                                                     host=spec.host, port=spec.port, url=spec.url, model=spec.model,
                                                     pid=adopt.pid if adopt else None,
                                                     pid_create_time=adopt.create_time if adopt else None,
-                                                    log=str(log)))
+                                                    pid_start=adopt.start if adopt else None,
+                                                    boot_id=boot_id(), log=str(log)))
             argv += ["--keep", str(spec_path), str(state_path), str(log), str(lock_fd),
-                     f"{adopt.pid}:{adopt.create_time!r}" if adopt is not None else "-"]
+                     f"{adopt.pid}:{adopt.create_time!r}:{adopt.start}" if adopt is not None else "-"]
         # until each keeper points its output at its own log, anything printed goes to the first
-        logf = os.open(self.paths.log_file(jobs[0][0].name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        logf = open_log(self.paths.log_file(jobs[0][0].name))
         try:
             env = dict(os.environ, LLMCTL_KEEPER="1")
             return subprocess.Popen(argv, pass_fds=tuple(fd for _, fd, _ in jobs), start_new_session=True,
@@ -232,11 +235,13 @@ class Supervisor:
             os.close(logf)
 
     def _wait_ready(self, names: list[str], t0: float, progress: Progress | None,
-                    others: dict[str, float] | None = None) -> dict[str, tuple]:
+                    others: dict[str, float] | None = None,
+                    started: dict[str, tuple[int, list[str]]] | None = None) -> dict[str, tuple]:
         """Wait for every name to be running; collect failures and raise them together.
         ``others`` (name: start timeout) are under keepers this call did not start: waited for
         (up to that timeout), never stopped. Their state is believed only once their live keeper
-        wrote it: until the keeper of another `up` publishes, the file is the last run's."""
+        wrote it: until the keeper of another `up` publishes, the file is the last run's.
+        ``started`` (name: (session, argv)) says where this call's keepers started servers."""
         others = others or {}
         pending, done, last = set(names), {}, {}
         failures: list[LlmctlError] = []
@@ -254,7 +259,7 @@ class Supervisor:
                     if not is_held(self.paths.lock_file(name)):
                         st = read_state(self.paths.state_file(name), name) or st  # its last word
                         state = st.state if st else state
-                        how = f"the `up` that held its lock ended without starting it (it is {state})"
+                        how = f"the `up` or `down` that held its lock ended without starting it (it is {state})"
                     elif ours and state == "running":
                         done[name] = (st.pid, elapsed)
                         pending.discard(name)
@@ -270,14 +275,7 @@ class Supervisor:
                     pending.discard(name)
                 elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
                     pending.discard(name)
-                    # the keeper writes its last state before its lock goes: read it again, or a
-                    # keeper that failed between the two reads above is reported without its reason
-                    st = read_state(self.paths.state_file(name), name) or st
-                    state = st.state if st else state
-                    if state == "backoff":  # died right after its first 200: do not leave it cycling
-                        self.stop([name])
-                    _wait_released(self.paths.lock_file(name), 5.0)  # nothing of it outlives `up`
-                    failures.append(self._start_error(name, st))
+                    failures.append(self._start_failure(name, st, (started or {}).get(name)))
             if pending:
                 time.sleep(0.02)
         if failures:
@@ -287,6 +285,28 @@ class Supervisor:
                 failures[0].detail = f"{failures[0].detail}\n{note}" if failures[0].detail else note
             _raise_all(failures)
         return done
+
+    def _start_failure(self, name: str, st: ServerState | None,
+                       started: tuple[int, list[str]] | None) -> LlmctlError:
+        """The error for a server of ours that did not start, once nothing of it runs."""
+        # the keeper writes its last state before its lock goes: read it again, or a keeper
+        # that failed between the state read and the lock check is reported without its reason
+        st = read_state(self.paths.state_file(name), name) or st
+        state = st.state if st else "starting"
+        if state == "backoff":  # died right after its first 200: do not leave it cycling
+            self.stop([name])
+        elif state in LIVE_STATES and not is_held(self.paths.lock_file(name)):
+            # its keeper died without a last word (SIGKILL): stop the server it was starting,
+            # found by its record, else by this `up`'s session and the server's command line
+            extra = _in_session(*started) if started and not (st and st.pid) else []
+            why = "its keeper died while the server was starting (killed?); llmctl stopped the server"
+            try:
+                self._stop_one(name, failed=why, extra=extra)
+            except StopFailed as exc:
+                return exc
+            st = read_state(self.paths.state_file(name), name) or st
+        _wait_released(self.paths.lock_file(name), 5.0)  # nothing of it outlives `up`
+        return self._start_error(name, st)
 
     def _start_error(self, name: str, st: ServerState | None, how: str = "") -> LlmctlError:
         log = str(self.paths.log_file(name))
@@ -329,39 +349,92 @@ class Supervisor:
         _raise_all(failures)
         return [r for r in results if r is not None]
 
-    def _stop_one(self, name: str) -> StopResult:
+    def _stop_one(self, name: str, failed: str = "", extra: list = ()) -> StopResult:
+        """Stop one server: its keeper first, then, holding the profile's lock so that no
+        keeper can start meanwhile, whatever its record (or ``extra``) still names. With
+        ``failed``, the record is left `failed` with that reason instead of `stopped`."""
         from .stop import stop_tree, tree
 
-        state_path, lock = self.paths.state_file(name), self.paths.lock_file(name)
-        held = is_held(lock)  # before the state, which a keeper writes before its lock goes
-        st = read_state(state_path, name)
-        was_live = bool(st and st.state in LIVE_STATES)
-        killed = False
-        if held:
-            was_live = True
-            import psutil
-
-            keeper = _keeper_of(st, lock)
-            soon = time.monotonic() + 2.0  # a keeper just forked by `up` has not published yet
-            while keeper is None and is_held(lock) and time.monotonic() < soon:
-                time.sleep(0.05)
-                st = read_state(state_path, name) or st
-                keeper = _keeper_of(st, lock)
-            timeout = (st.stop_timeout if st else 10.0) + 10.0
-            if keeper is not None:
+        state_path = self.paths.state_file(name)
+        fd, had_keeper, killed = self._take_lock(name)
+        try:  # under the lock: the state read now is final until we let go
+            st = read_state(state_path, name)
+            was_live = had_keeper or bool(st and st.state in LIVE_STATES)
+            was_live = self._stop_container(name) or was_live
+            leader = st.server_id() if st else None
+            members = st.member_ids() if st else []
+            left = tree(leader, members, extra)
+            pids = [p.pid for p in left]
+            if left:
+                was_live = True
+                survivors, k = stop_tree(leader, members, timeout=st.stop_timeout if st else 10.0, extra=extra)
+                killed = killed or k
+                if survivors:
+                    raise StopFailed(f"{name}: processes survived SIGKILL: {[p.pid for p in survivors]}", name=name)
+            if failed or (st is not None and (st.state != "stopped" or st.pid)):
+                st = st or ServerState(name=name)
+                st.state, st.pid, st.pid_create_time, st.pid_start, st.members = "stopped", None, None, None, []
+                st.keeper_pid = st.keeper_create_time = st.keeper_start = None
+                st.health, st.message = None, "stopped" if was_live else st.message
+                if failed:
+                    st.state, st.message = "failed", failed
+                write_state(state_path, st)
+            for leftover in (self.paths.key_file(name), self.paths.spec_file(name)):
                 try:
-                    keeper.send_signal(signal.SIGTERM)
-                    deadline = time.monotonic() + timeout
-                    while is_held(lock) and time.monotonic() < deadline:
-                        time.sleep(0.02)
-                    if is_held(lock):  # a stuck keeper: kill it and stop the tree ourselves
-                        keeper.kill()
-                        killed = True
-                        time.sleep(0.1)
-                except psutil.NoSuchProcess:  # it ended meanwhile
+                    leftover.unlink()
+                except FileNotFoundError:
                     pass
+        finally:
+            os.close(fd)
+        return StopResult(name, "stopped" if was_live else "not-running", killed, pids)
+
+    def _take_lock(self, name: str) -> tuple[int, bool, bool]:
+        """Stop the profile's keeper, if one runs, and take its lock: until `down` lets go, no
+        `up` can start a keeper that its state read would miss. Return (lock fd, a keeper was
+        stopped, SIGKILL was needed)."""
+        self.paths.ensure()
+        state_path, lock = self.paths.state_file(name), self.paths.lock_file(name)
+        had_keeper = killed = False
+        for _ in range(5):  # each round stops the keeper that holds the lock, if any
+            fd = _lock_or_none(lock, state_path)
+            if fd is not None:
+                return fd, had_keeper, killed
+            found, k = self._stop_keeper(name)
+            had_keeper, killed = had_keeper or found, killed or k
+        raise StopFailed(f"{name}: its lock is still held after its keeper was stopped (another `llmctl up` "
+                         f"keeps starting it?); run `llmctl down {name}` again", name=name)
+
+    def _stop_keeper(self, name: str) -> tuple[bool, bool]:
+        """SIGTERM the keeper holding the lock and wait for it to let go (SIGKILL if stuck).
+        Without a keeper to find (the lock is an `up` or `down` at work), wait for the lock.
+        Return (a keeper was found, SIGKILL was needed)."""
+        import psutil
+
+        state_path, lock = self.paths.state_file(name), self.paths.lock_file(name)
+        st = read_state(state_path, name)
+        keeper = _keeper_of(st, lock)
+        soon = time.monotonic() + 2.0  # a keeper just forked by `up` has not published yet
+        while keeper is None and is_held(lock) and time.monotonic() < soon:
+            time.sleep(0.05)
             st = read_state(state_path, name) or st
-        try:  # a container outlives its client: stop it by name
+            keeper = _keeper_of(st, lock)
+        timeout = (st.stop_timeout if st else 10.0) + 10.0
+        if keeper is None:
+            _wait_released(lock, timeout)
+            return False, False
+        try:
+            keeper.send_signal(signal.SIGTERM)
+            if not _wait_released(lock, timeout):  # a stuck keeper: kill it and stop the tree ourselves
+                keeper.kill()
+                _wait_released(lock, 2.0)
+                return True, True
+        except psutil.NoSuchProcess:  # it ended meanwhile
+            pass
+        return True, False
+
+    def _stop_container(self, name: str) -> bool:
+        """A container outlives its client: stop it by name. True if one was running."""
+        try:
             spec = LaunchSpec.read(self.paths.spec_file(name))
             if spec.launcher == "docker":
                 from ..engines import docker
@@ -369,32 +442,12 @@ class Supervisor:
                 info = docker.inspect(spec.docker_command, spec.container)
                 if (info or {}).get("Running"):
                     docker.stop(spec.docker_command, spec.container, spec.stop_timeout)  # and removes it
-                    was_live = True
-                elif info is not None:  # exited, never removed (its keeper died first)
+                    return True
+                if info is not None:  # exited, never removed (its keeper died first)
                     docker.remove_container(spec.docker_command, spec.container)
         except (OSError, ValueError, TypeError):
             pass
-        leader = ProcId(st.pid, st.pid_create_time) if st and st.pid and st.pid_create_time else None
-        members = [m for m in (ProcId.from_list(x) for x in (st.members if st else [])) if m]
-        left = tree(leader, members)
-        pids = [p.pid for p in left]
-        if left:
-            was_live = True
-            survivors, k = stop_tree(leader, members, timeout=st.stop_timeout if st else 10.0)
-            killed = killed or k
-            if survivors:
-                raise StopFailed(f"{name}: processes survived SIGKILL: {[p.pid for p in survivors]}", name=name)
-        if st is not None and st.state != "stopped" or (st and st.pid):
-            st.state, st.pid, st.pid_create_time, st.members = "stopped", None, None, []
-            st.keeper_pid = st.keeper_create_time = None
-            st.health, st.message = None, "stopped" if was_live else st.message
-            write_state(state_path, st)
-        for leftover in (self.paths.key_file(name), self.paths.spec_file(name)):
-            try:
-                leftover.unlink()
-            except FileNotFoundError:
-                pass
-        return StopResult(name, "stopped" if was_live else "not-running", killed, pids)
+        return False
 
     # -- status ---------------------------------------------------------------------------
     def status(self, names: list[str] | None = None) -> list[StatusEntry]:
@@ -441,8 +494,9 @@ def _keeper_of(st: ServerState | None, lock: Path):
     forked by one `up` share a command line; each keeps only its own lock."""
     import psutil
 
-    if st and st.keeper_pid and st.keeper_create_time:
-        proc = ProcId(st.keeper_pid, st.keeper_create_time).process()
+    recorded = st.keeper_id() if st else None
+    if recorded is not None:
+        proc = recorded.process()
         if proc is not None:
             return proc
     try:
@@ -465,6 +519,22 @@ def _keeper_of(st: ServerState | None, lock: Path):
     # a launcher of one profile also holds just that lock until it returns: its child is the keeper
     parents = {p.info["ppid"] for p in found}
     return next((p for p in found if p.pid not in parents), None)
+
+
+def _in_session(session: int, argv: list[str]) -> list:
+    """Our processes in ``session`` (the one an `up` started its keepers in) that run ``argv``,
+    with their descendants: a server whose keeper died before it could record the server."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "uids"]):
+        try:
+            if proc.info["cmdline"] == argv and proc.info["uids"].real == os.getuid() \
+                    and os.getsid(proc.pid) == session:
+                found += [proc, *proc.children(recursive=True)]
+        except (OSError, psutil.Error, TypeError):
+            continue
+    return found
 
 
 def _same_file(path: str, st: os.stat_result) -> bool:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-from .identity import ProcId
+from .files import open_log, rotate_log, write_new_private
+from .identity import ProcId, boot_id
 from .machine import ALIVE, Action, Machine, Policy, State
 from .spec import LaunchSpec
 from .state import ServerState, write_state
@@ -55,8 +55,8 @@ class Keeper:
         self.record = ServerState(
             name=spec.name, engine=spec.engine, host=spec.host, port=spec.port, url=spec.url,
             model=spec.model, keeper_pid=os.getpid(), keeper_create_time=me.create_time if me else None,
-            boot_time=psutil.boot_time(), log=str(log_path), stop_timeout=spec.stop_timeout,
-            state=State.STARTING.value)
+            keeper_start=me.start if me else None, boot_id=boot_id(), boot_time=psutil.boot_time(),
+            log=str(log_path), stop_timeout=spec.stop_timeout, state=State.STARTING.value)
 
     # -- log ----------------------------------------------------------------------------------
     def note(self, text: str) -> None:
@@ -68,16 +68,12 @@ class Keeper:
             self.log_error = f"cannot write the log: {exc.strerror or exc}"
 
     def rotate(self) -> None:
-        """Size-based rotation by copy-and-truncate: the server keeps its O_APPEND descriptor."""
+        """Size-based rotation by copy-and-truncate through our own descriptor (never the path,
+        where a link may have been put): the server keeps its O_APPEND descriptor."""
         try:
-            if os.stat(self.log_path).st_size < self.spec.log_max_bytes:
+            if os.fstat(self.log_fd).st_size < self.spec.log_max_bytes:
                 return
-            for i in range(self.spec.log_backups - 1, 0, -1):
-                older = self.log_path.with_name(f"{self.log_path.name}.{i}")
-                if older.exists():
-                    os.replace(older, self.log_path.with_name(f"{self.log_path.name}.{i + 1}"))
-            shutil.copyfile(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
-            os.truncate(self.log_path, 0)
+            rotate_log(self.log_fd, self.log_path, self.spec.log_backups)
             self.note("log rotated")
         except OSError as exc:
             self.log_error = f"log rotation failed: {exc.strerror or exc}"
@@ -88,6 +84,7 @@ class Keeper:
         r.state = m.state.value
         r.pid = self.server.pid if self.server else None
         r.pid_create_time = self.server.create_time if self.server else None
+        r.pid_start = self.server.start if self.server else None
         r.members = [p.to_list() for p in self.members]
         r.started_mono = m.started_at if self.server else None
         r.ready_mono = m.ready_at if self.server else None
@@ -139,15 +136,13 @@ class Keeper:
             value = os.environ.get(var)
             if not value:
                 raise OSError(f"${var} (the API key) is not set in the keeper's environment")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(value)
+            write_new_private(path, value.encode())  # never through a link, always 0600
 
     def adopt_server(self, server: ProcId) -> None:
         """Watch a server whose keeper died (it is not our child: poll it instead of waiting)."""
         self.server = server
         now = self.ops.now()
-        self.machine.spawned(now - max(0.0, time.time() - server.create_time))
+        self.machine.spawned(now - server.age())
         self.machine.ever_ready = True  # it ran before; a death now is a crash, not a bad start
         self.record.started_wall = server.create_time
         self._next_probe = now
@@ -200,7 +195,7 @@ class Keeper:
 
     # -- loop ---------------------------------------------------------------------------------
     def run(self) -> int:
-        self.log_fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.log_fd = open_log(self.log_path, os.O_RDWR | os.O_APPEND)  # read back when rotating
         self.ops.become_subreaper()
         if self.adopt is not None:
             self.adopt_server(self.adopt)
@@ -293,16 +288,17 @@ def main(argv: list[str] | None = None) -> int:
 def _keep(spec: str, state: str, log: str, lock_fd: str, adopt: str) -> int:
     fd = int(lock_fd)
     os.set_inheritable(fd, False)  # the lock must die with the keeper, not the server
-    log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log_fd = open_log(log)
     os.dup2(log_fd, 2)  # our own tracebacks land in the server's log
     os.dup2(log_fd, 1)
     os.close(log_fd)
     from .osops import OsOps
 
     watched = None
-    if adopt != "-":
-        pid, create_time = adopt.split(":", 1)
-        watched = ProcId(int(pid), float(create_time))
+    if adopt != "-":  # PID:CREATE_TIME[:START_TICKS]
+        pid, create_time, *start = adopt.split(":")
+        ticks = int(start[0]) if start and start[0] != "None" else None
+        watched = ProcId(int(pid), float(create_time), ticks, boot_id() if ticks is not None else None)
     ops = OsOps()
     keeper = Keeper(LaunchSpec.read(Path(spec)), Path(state), Path(log), ops, adopt=watched)
 

@@ -114,13 +114,7 @@ class OsOps:
         except psutil.Error:
             pass
         survivors, _ = stop_tree(leader, members, timeout=timeout, extra=extra)
-        out = []
-        for p in survivors:
-            try:
-                out.append(ProcId(p.pid, p.create_time()))
-            except psutil.Error:
-                continue
-        return out
+        return [i for i in (ProcId.of(p.pid) for p in survivors) if i is not None]
 
     def descendants(self, leader: ProcId) -> list[ProcId]:
         """The server's descendants plus our other children (re-parented orphans)."""
@@ -130,10 +124,7 @@ class OsOps:
         except psutil.Error:
             return out
         for p in procs:
-            if p.pid == leader.pid:
-                continue
-            try:
-                out.append(ProcId(p.pid, p.create_time()))
-            except psutil.Error:
-                continue
+            ident = ProcId.of(p.pid) if p.pid != leader.pid else None
+            if ident is not None:
+                out.append(ident)
         return out

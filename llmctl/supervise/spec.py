@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,11 +39,10 @@ class LaunchSpec:
     log_backups: int = 3
 
     def write(self, path: Path) -> None:
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(self), f, indent=1)
-        os.replace(tmp, path)
+        """Atomically, as a new 0600 file (never written through a link)."""
+        from .files import replace_private
+
+        replace_private(path, [json.dumps(asdict(self), indent=1).encode()])
 
     def policy(self):
         from .machine import Policy

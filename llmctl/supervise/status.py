@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ..paths import Paths
 from ..profiles.schema import Config
-from .identity import ProcId
 from .locks import is_held
 from .spec import LaunchSpec
 from .state import ServerState, read_state
@@ -86,7 +85,7 @@ def entry(config: Config, paths: Paths, name: str) -> StatusEntry:
     e.state = st.state
     if st.state in LIVE_STATES or st.pid:
         e.port, e.url, e.model, e.health = st.port, st.url, st.model, st.health
-    server = ProcId(st.pid, st.pid_create_time) if st.pid and st.pid_create_time else None
+    server = st.server_id()
     server_alive = bool(server and server.alive())
     if st.state in LIVE_STATES and not held:
         if server_alive:
@@ -164,6 +163,11 @@ def server_pids(e: StatusEntry) -> set[int]:
 
 
 def same_boot(st: ServerState) -> bool:
+    """Monotonic times in ``st`` are this boot's: by boot id, else (older records) by boot time."""
+    if st.boot_id is not None:
+        from .identity import boot_id
+
+        return st.boot_id == boot_id()
     import psutil
 
     return st.boot_time is None or abs(psutil.boot_time() - st.boot_time) < 5

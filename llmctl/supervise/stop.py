@@ -29,8 +29,7 @@ def tree(leader: ProcId | None, members: list[ProcId] = (), extra: list[psutil.P
         for proc in psutil.process_iter():
             try:
                 if (proc.pid != leader.pid and os.getpgid(proc.pid) == leader.pid
-                        and proc.create_time() >= leader.create_time - 0.05
-                        and proc.uids().real == os.getuid()):
+                        and leader.predates(proc.pid) and proc.uids().real == os.getuid()):
                     found[proc.pid] = proc
             except (OSError, psutil.Error):
                 continue
