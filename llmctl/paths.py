@@ -19,6 +19,17 @@ def _xdg(var: str, fallback: str) -> Path:
     return Path(value) if value else Path.home() / fallback
 
 
+def _mkdir_private(d: Path) -> None:
+    """Make ``d`` and its missing parents mode 0700 (XDG: directories an application creates
+    are 0700; ``mkdir(parents=True)`` would make the parents by the umask). Existing ones stay."""
+    missing = []
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for m in reversed(missing):
+        m.mkdir(mode=0o700, exist_ok=True)
+
+
 @dataclass(frozen=True)
 class Paths:
     state: Path  #: one JSON state file per profile
@@ -45,7 +56,7 @@ class Paths:
     def ensure(self) -> "Paths":
         """Create the private directories (mode 0700, tightened if they exist looser)."""
         for d in (self.state, self.run, self.logs):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _mkdir_private(d)
             if d.stat().st_mode & 0o077:
                 os.chmod(d, 0o700)
         return self

@@ -13,7 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-from .util import cli
+import psutil
+
+from .util import cli, wait_for
 
 HELPER = str(Path(__file__).parent / "helpers" / "misbehaving_server.py")
 
@@ -70,7 +72,8 @@ def test_up_timeout_overrides_start_timeout_and_logs_follow(tmp_path, ports):
     reader = threading.Thread(target=lambda: seen.extend(iter(follow.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        time.sleep(1.0)
+        log = str(Path(os.environ["LLMCTL_HOME"]) / "logs" / "slow.log")
+        wait_for(lambda: log in (f.path for f in psutil.Process(follow.pid).open_files()), what="logs -f")
         (tmp_path / "llmctl.yaml").write_text((tmp_path / "llmctl.yaml").read_text().replace("30", "0"))
         assert cli("up", "slow", env=env).returncode == 0
         deadline = time.monotonic() + 20
