@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import psutil
@@ -118,6 +117,19 @@ def test_log_planted_as_a_link_to_a_file_is_refused_before_anything_starts(tmp_p
     assert "symbolic link" in ei.value.message
     assert victim.read_text() == "precious\n"
     assert not sup.paths.state_file("linked").exists() and port_is_free(port)
+
+
+def test_lock_file_planted_as_a_link_is_refused_and_its_target_never_created(tmp_path, ports):
+    """A link in place of a profile's lock file: `up` and `down` refuse it, naming it, and the
+    file it points at is not created (as root, a link to /etc/nologin would lock users out)."""
+    sup = Supervisor()
+    sup.paths.ensure()
+    target = tmp_path / "created-through-the-link"
+    sup.paths.lock_file("locky").symlink_to(target)
+    for attempt in (lambda: sup.launch([spec("locky", ports())]), lambda: sup.stop(["locky"])):
+        with pytest.raises(UnsafeFile) as ei:
+            attempt()
+        assert "symbolic link" in ei.value.message and not target.exists()
 
 
 def test_rotation_never_truncates_a_link_put_in_place_of_the_log(tmp_path, ports):
@@ -250,7 +262,7 @@ def test_up_arriving_between_downs_lock_check_and_state_read_is_not_left_running
     (the gap widened by a state read that first runs the `up` up to its lock attempt). When
     `down` says stopped, no keeper may hold the lock to restart the server behind its back;
     the `up` that came in the gap does not start anything."""
-    import llmctl.supervise.control as control
+    from llmctl.supervise import control
 
     port = ports()
     the_spec = spec("racy", port)

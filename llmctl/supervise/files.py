@@ -19,7 +19,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..errors import UnsafeFile
+from ..errors import StateError, UnsafeFile
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -119,8 +119,15 @@ def open_log(path: Path | str, flags: int = os.O_WRONLY | os.O_APPEND) -> int:
 
 
 def check_log(path: Path | str) -> None:
-    """Raise :class:`UnsafeFile` now (before anything is started) if ``path`` cannot be our log."""
-    os.close(open_log(path))
+    """Raise :class:`UnsafeFile` (or :class:`StateError`: a read-only or full disk) now, before
+    anything is started, if ``path`` cannot be our log. Non-blocking: a FIFO there is refused
+    rather than waited on."""
+    try:
+        os.close(open_log(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+    except UnsafeFile:
+        raise
+    except OSError as exc:
+        raise StateError(f"cannot open the log {path}: {exc.strerror or exc}", path=str(Path(path).parent)) from None
 
 
 def rotate_log(fd: int, path: Path, backups: int) -> None:

@@ -79,7 +79,7 @@ class ProcId:
     boot: str | None = None  #: the boot id when ``start`` was read
 
     @classmethod
-    def of(cls, pid: int) -> "ProcId | None":
+    def of(cls, pid: int) -> ProcId | None:
         try:
             ct = psutil.Process(pid).create_time()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -135,7 +135,7 @@ class ProcId:
         return [self.pid, self.create_time, self.start]
 
     @classmethod
-    def from_list(cls, item: object, boot: str | None = None) -> "ProcId | None":
+    def from_list(cls, item: object, boot: str | None = None) -> ProcId | None:
         """From ``[pid, create_time]`` (older records) or ``[pid, create_time, start]``."""
         if not isinstance(item, (list, tuple)) or len(item) not in (2, 3):
             return None
