@@ -140,12 +140,13 @@ def test_the_prompt_stays_private_and_the_tool_ends_with_run(tmp_path, smollm2, 
     tmp.mkdir()
     (user / "libggml-cpu-x.so").write_bytes(b"not a shared library\n" * 8)
     f = tmp_path / "p.yaml"
-    f.write_text(f"profiles:\n  light: {{model: {smollm2}, port: {free_port()}, ctx_size: 1024, threads: 2}}\n")
-    tag = os.urandom(4).hex()
-    prompt, system = f"Write a very long story. prompt-{tag}", f"You are a novelist. system-{tag}"
+    f.write_text(f"profiles:\n  light: {{model: {smollm2}, port: {free_port()}, ctx_size: 4096, threads: 2}}\n")
+    # at temperature 0 this count runs on for thousands of tokens, past the timeout and the signals
+    # (a random tag in the prompt can make it stop at once)
+    prompt, system = "Request 7f3a. Count from 1 to 5000, separated by commas.", "You count. system-7f3a"
     argv = [sys.executable, "-m", "llmctl", "-f", str(f), "run", "--profile", "light", "--mode", "cli",
-            "--cli-tool", tool, "-n", "40" if end == "answer" else "2000", "--set", "min_p=0",
-            "--system", system, "--timeout", "5" if end == "timeout" else "300", prompt]
+            "--cli-tool", tool, "-n", "200" if end == "answer" else "4000", "--temperature", "0",
+            "--system", system, "--timeout", "4" if end == "timeout" else "300", prompt]
     proc = subprocess.Popen(argv, cwd=user, env={**os.environ, "TMPDIR": str(tmp)}, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_signals)
     try:

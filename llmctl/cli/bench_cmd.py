@@ -60,7 +60,7 @@ def bench(names: NamesArg,
     if failed:
         for r in failed:
             if r.exit_code != ExitCode.NO_SERVER:  # e.g. a tool that died of SIGILL: the fix
-                out.error(f"{r.profile} ({r.mode}): {r.error}", r.hint or "")
+                out.error(f"{r.mode} mode: {r.error}", r.hint or "")
             elif not json:
                 out.hint(f"start it with `llmctl up {r.profile}`, or use --mode cli")
         raise typer.Exit(failed[0].exit_code)

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..errors import EngineError, Interrupted, RequestTimeout, ToolIllegalInstruction, UsageError, exit_words
+from ..errors import EngineError, Interrupted, RequestTimeout, StateError, ToolIllegalInstruction, UsageError, \
+    exit_words
 from ..paths import Paths
 from ..profiles.schema import Profile
 from .client import ChatResult
@@ -266,10 +267,25 @@ def private_argv(cmd: CliCommand, workdir: Path) -> list[str]:
 
 def _secret_file(path: Path, text: str) -> str:
     """Write ``text`` for -f/-sysf, which drop one trailing newline (so one is added)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-        f.write(text + "\n")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text + "\n")
+    except OSError as exc:
+        raise StateError(f"cannot write the prompt for the one-shot tool to {path}: {exc.strerror or exc}",
+                         path=path.parent) from None
     return str(path)
+
+
+def _private_dir():
+    """A new 0700 directory for the prompt files, also the tool's cwd; removed on exit."""
+    import tempfile
+
+    try:
+        return tempfile.TemporaryDirectory(prefix="llmctl-run-")
+    except OSError as exc:
+        raise StateError(f"cannot make a private directory for the one-shot tool: {exc.strerror or exc}",
+                         path=tempfile.gettempdir()) from None
 
 
 class _Stopped(BaseException):
@@ -389,8 +405,7 @@ def run_cli(cmd: CliCommand, params: Params, *, name: str, deadline: float | Non
     env = dict(os.environ)
     env.update(cmd.env)
     t0 = time.monotonic()
-    with _StopGuard() as guard, tempfile.TemporaryDirectory(prefix="llmctl-run-") as workdir, \
-            tempfile.TemporaryFile() as errlog:
+    with _StopGuard() as guard, _private_dir() as workdir, tempfile.TemporaryFile() as errlog:
         proc = _spawn(private_argv(cmd, Path(workdir)), env, workdir, errlog, name, cmd.tool)
         try:
             guard.arm()
