@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import LlmctlError, PortInUse, StartFailed, StartTimeout, StopFailed
+from ..errors import IllegalInstruction, LlmctlError, PortInUse, StartFailed, StartTimeout, StopFailed
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from .files import check_log, open_log
@@ -312,6 +312,8 @@ class Supervisor:
         log = str(self.paths.log_file(name))
         reason = st.message if st and st.message else "its keeper exited unexpectedly"
         cls = StartTimeout if reason.startswith("start timeout") else StartFailed
+        if cls is StartFailed and st is not None and st.exit_signal == signal.SIGILL:
+            cls = IllegalInstruction  # the hint says which build to use instead
         if how:
             return cls(f"{name} is not ready: {how} ({reason})", detail=f"last lines of {log}:\n{tail(log, 30)}",
                        name=name)
