@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")  # \Z: a trailing newline is no name
 NAME_MAX = 64  #: longest profile, task or group name
 
 Engine = Literal["llama-server", "vllm"]
