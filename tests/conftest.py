@@ -37,25 +37,32 @@ def _live(p: psutil.Process) -> bool:
         return False
 
 
-def _descendants() -> dict[tuple[int, float], psutil.Process]:
-    try:
-        kids = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return {}
-    out = {}
-    for k in kids:
+def _descendants(before: set = frozenset()) -> dict[tuple[int, float], psutil.Process]:
+    """This process's descendants, keyed by (pid, create_time), leaving out the subtrees of the
+    processes in ``before`` (a session fixture's server may start helpers of its own meanwhile)."""
+    out, todo = {}, [psutil.Process()]
+    while todo:
         try:
-            out[(k.pid, k.create_time())] = k
+            kids = todo.pop().children()
         except psutil.Error:
             continue
+        for k in kids:
+            try:
+                key = (k.pid, k.create_time())
+            except psutil.Error:
+                continue
+            if key not in before:
+                out[key] = k
+                todo.append(k)
     return out
 
 
 def _leftovers(since: float, mark: str, before: set = frozenset()) -> list[psutil.Process]:
     """Live processes the test started: every descendant of this process that was not there
-    before it, and every process started since ``since`` whose command line or environment
-    names its temporary directory ``mark`` (escaped grandchildren, keepers, servers, vLLM)."""
-    found = {p.pid: p for key, p in _descendants().items() if key not in before}
+    before it (outside the subtrees of those that were), and every process started since
+    ``since`` whose command line or environment names its temporary directory ``mark`` (escaped
+    grandchildren, keepers, servers, vLLM)."""
+    found = {p.pid: p for p in _descendants(before).values()}
     for p in psutil.process_iter():
         if p.pid in found or p.pid == os.getpid():
             continue
