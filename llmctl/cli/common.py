@@ -10,6 +10,7 @@ import typer
 from ..errors import ExitCode, LlmctlError, describe
 from ..output import Output
 
+
 def _complete_profiles(ctx: typer.Context, incomplete: str) -> list[str]:
     from .completion_cmd import complete_profiles
 

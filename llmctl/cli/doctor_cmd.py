@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 
-
 from ..output import Output
 from .common import JsonOpt, handle_errors
 

@@ -146,9 +146,9 @@ def logs(name: NameArg,
          follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
          lines: Annotated[int, typer.Option("-n", "--lines", help="Lines to show from the end.")] = 50) -> None:
     """Print a server's log: its output plus the notes of its keeper."""
+    from ..errors import UnknownProfile
     from ..paths import Paths
     from ..supervise.status import tail
-    from ..errors import UnknownProfile
 
     _check_names([name])
     paths = Paths.from_env()

@@ -12,6 +12,7 @@ from ..errors import UsageError
 from ..output import Output
 from .common import STATE, JsonOpt, handle_errors, load_config
 
+
 def _complete_tasks(ctx: typer.Context, incomplete: str) -> list[str]:
     from .completion_cmd import complete_tasks
 

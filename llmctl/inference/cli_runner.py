@@ -30,8 +30,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..errors import EngineError, Interrupted, RequestTimeout, StateError, ToolIllegalInstruction, UsageError, \
-    exit_words
+from ..errors import (
+    EngineError,
+    Interrupted,
+    RequestTimeout,
+    StateError,
+    ToolIllegalInstruction,
+    UsageError,
+    exit_words,
+)
 from ..paths import Paths
 from ..profiles.schema import Profile
 from .client import ChatResult
@@ -300,7 +307,7 @@ class _StopGuard:
     started (or after it ended) is held until then. A signal the caller ignores (nohup's
     SIGHUP) stays ignored; outside the main thread, where no handler can be set, nothing changes."""
 
-    def __enter__(self) -> "_StopGuard":
+    def __enter__(self) -> _StopGuard:
         self.got: int | None = None
         self.armed = False
         self.old: dict[int, object] = {}

@@ -62,7 +62,7 @@ class Response:
             self._sock.settimeout(remaining)
         try:
             data = self._sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise Timeout("timed out waiting for the server") from None
         if not data:
             self._eof = True
@@ -172,7 +172,7 @@ def request(method: str, url: str, body: bytes | None = None, headers: dict[str,
         timeout = max(0.001, min(timeout, deadline - time.monotonic()))
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
-    except socket.timeout:
+    except TimeoutError:
         raise Timeout(f"timed out connecting to {host}:{port}") from None
     except OSError as exc:
         raise ConnectFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
@@ -189,7 +189,7 @@ def request(method: str, url: str, body: bytes | None = None, headers: dict[str,
         sock.settimeout(None if deadline is None else max(0.001, deadline - time.monotonic()))
         sock.sendall(head + (body or b""))
         return Response(sock, deadline)
-    except socket.timeout:
+    except TimeoutError:
         sock.close()
         raise Timeout("timed out sending the request") from None
     except (HTTPError, ValueError) as exc:
