@@ -70,13 +70,7 @@ def show_status(names: list[str] | None, json: bool, files: list[str] | None) ->
 
 
 def _note(e) -> str:
-    """The state's message; in backoff, with the time left until the next try, as of now."""
-    if e.state == "backoff" and e.next_try_in_s is not None:
-        import re
-
-        left = f"restarting in {e.next_try_in_s:.0f}s"
-        return re.sub(r"restarting in \d+s", left, e.message) if "restarting in" in e.message else \
-            f"{e.message}; {left}".lstrip("; ")
+    """The state's message (`status` counts a backoff down to the next try as of now)."""
     return e.message
 
 

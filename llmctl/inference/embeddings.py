@@ -51,11 +51,13 @@ def pick_profile(config: Config, profile: str | None) -> Profile:
         if not names:
             raise UsageError("no profile serves embeddings: add `embeddings: true` to one (llama-server), "
                              "or name one with --profile")
+    from ..supervise.states import READY
+
     states, _ = server_states(config, names)
     for n in names:
-        if states[n].startswith("running"):
+        if states[n] in READY:
             return config.profiles[n]
-    desc = ", ".join(f"{n}: {states[n]}" for n in names)
+    desc = ", ".join(f"{n}: {states[n].value}" for n in names)
     raise NoServerAvailable(f"no running server for embeddings ({desc})", profile=names[0])
 
 

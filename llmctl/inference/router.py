@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..errors import NoServerAvailable, UnknownProfile, UsageError
 from ..profiles.schema import Config, Profile, Task
+from ..supervise.states import READY, TERMINAL, State
 
 MODES = ("auto", "server", "cli")
 
@@ -37,11 +38,18 @@ class Route:
 class Plan:
     task: Task | None
     names: list[str]  #: the candidates, in order
-    states: dict[str, str] = field(default_factory=dict)
+    states: dict[str, State] = field(default_factory=dict)
+    external: set[str] = field(default_factory=set)  #: answering /health, not started by llmctl
     routes: list[Route] = field(default_factory=list)  #: the first is used; the rest if it is unreachable
 
+    def state_text(self, name: str) -> str:
+        st = self.states.get(name)
+        if st is None:
+            return "?"
+        return f"{st.value} (not started by llmctl)" if name in self.external else st.value
+
     def describe_states(self) -> str:
-        return ", ".join(f"{n}: {self.states.get(n, '?')}" for n in self.names)
+        return ", ".join(f"{n}: {self.state_text(n)}" for n in self.names)
 
 
 def pick_task(config: Config, task: str | None, profile: str | None) -> tuple[Task | None, list[str]]:
@@ -69,42 +77,32 @@ def pick_task(config: Config, task: str | None, profile: str | None) -> tuple[Ta
     return t, list(dict.fromkeys([t.profile, *t.fallback]))
 
 
-def server_states(config: Config, names: list[str]) -> tuple[dict[str, str], set[str]]:
+def server_states(config: Config, names: list[str]) -> tuple[dict[str, State], set[str]]:
     """`status`'s state of each profile, and those answering /health without llmctl's record.
 
-    The two clear-cut cases are read directly, as `Supervisor.status` reads them (a keeper holds
-    the lock: the state file is the truth; no lock and no live record: stopped), which spares
-    `run` the supervisor's imports; every other case is asked of `Supervisor.status` itself."""
+    :func:`llmctl.supervise.status.quick_state` settles the clear-cut cases from the lock and
+    the state file alone (what spares `run` the process checks); every other case is asked of
+    `status` itself (:func:`llmctl.supervise.status.entry`)."""
     from ..paths import Paths
-    from ..supervise.locks import is_held
-    from ..supervise.state import read_state
+    from ..supervise.status import entry, quick_state
     from .client import healthy
 
     paths = Paths.from_env()
-    states: dict[str, str] = {}
-    unclear: list[str] = []
+    states: dict[str, State] = {}
+    no_pid: set[str] = set()
     for n in names:
-        held = is_held(paths.lock_file(n))  # before the state: see supervise/status.py entry()
-        st = read_state(paths.state_file(n), n)
-        if held and st is not None:
-            states[n] = st.state
-        elif not held and (st is None or st.state == "stopped" and not st.pid):
-            states[n] = "stopped"
-        else:
-            unclear.append(n)
-    no_pid = {n for n in names if n not in unclear and states[n] == "stopped"}
-    if unclear:
-        from ..supervise.control import Supervisor
-
-        for e in Supervisor(config).status(unclear):
-            states[e.name] = e.state
-            if e.state in ("stopped", "failed") and e.pid is None:
-                no_pid.add(e.name)
-    external: set[str] = set()
-    for n in names:
-        if n in no_pid and healthy(config.profiles[n].url):
-            states[n] = "running (not started by llmctl)"
-            external.add(n)
+        quick = quick_state(paths, n)
+        if quick is None:
+            e = entry(config, paths, n)
+            quick = State(e.state)
+            if quick in TERMINAL and e.pid is None:
+                no_pid.add(n)
+        elif quick is State.STOPPED:
+            no_pid.add(n)
+        states[n] = quick
+    external = {n for n in names if n in no_pid and healthy(config.profiles[n].url)}
+    for n in external:
+        states[n] = State.RUNNING
     return states, external
 
 
@@ -118,16 +116,16 @@ def plan(config: Config, *, task: str | None = None, profile: str | None = None,
     first = config.profiles[names[0]]
     skipped: list[str] = []
     if mode in ("auto", "server"):
-        p.states, external = server_states(config, names)
+        p.states, p.external = server_states(config, names)
         for i, n in enumerate(names):
             prof = config.profiles[n]
-            if not p.states[n].startswith("running"):
+            if p.states[n] not in READY:
                 continue
             if images and prof.engine == "llama-server" and not prof.mmproj:
                 skipped.append(n)
                 continue
             why = "its server" if len(names) == 1 else ("the task's profile" if i == 0 else "fallback")
-            p.routes.append(Route("server", prof, why, n in external))
+            p.routes.append(Route("server", prof, why, n in p.external))
     if mode in ("cli", "auto"):  # in auto mode also the last resort if the servers do not answer
         if first.engine != "llama-server":
             if mode == "cli":

@@ -172,7 +172,7 @@ def dry_run(prompt: str, *, task: str | None = None, profile: str | None = None,
     params = params_for(config, pl, overrides)
     out: dict[str, Any] = {"task": pl.task.name if pl.task else None, "profile": prof.name,
                            "engine": prof.engine, "route": chosen, "candidates": pl.names,
-                           "states": pl.states, "params": params.to_dict()}
+                           "states": {n: pl.state_text(n) for n in pl.states}, "params": params.to_dict()}
     try:
         req = chat_request(prof, params, prompt, images)
         server: dict[str, Any] = req.public()

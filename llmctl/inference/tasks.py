@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..profiles.schema import Config
+from ..supervise.states import READY, State
 from .params import merge
 
 
@@ -13,7 +14,7 @@ def task_rows(config: Config, *, routes: bool = True) -> list[dict[str, Any]]:
     """One dict per task: name, profile, fallback, system, description, the parameters after
     ``defaults.sampling`` < task, where it is defined, and (``routes``) where `run --task NAME`
     would go now (``{"mode", "profile"}``, or ``None`` when nothing can serve it)."""
-    states: dict[str, str] = {}
+    states: dict[str, State] = {}
     if routes and config.tasks:
         from .router import server_states
 
@@ -31,10 +32,10 @@ def task_rows(config: Config, *, routes: bool = True) -> list[dict[str, Any]]:
     return rows
 
 
-def _route(config: Config, names: list[str], states: dict[str, str]) -> dict | None:
+def _route(config: Config, names: list[str], states: dict[str, State]) -> dict | None:
     """Mirror of the router's auto mode, from already-read states (no extra probes)."""
     for n in names:
-        if states.get(n, "").startswith("running"):
+        if states.get(n) in READY:
             return {"mode": "server", "profile": n}
     first = config.profiles.get(names[0])
     if first is not None and first.engine == "llama-server":

@@ -24,7 +24,8 @@ from .identity import ProcId, boot_id
 from .locks import is_held, try_lock
 from .spec import LaunchSpec
 from .state import ServerState, read_state, write_state
-from .status import LIVE_STATES, StatusEntry, add_gpu_usage, entry, tail
+from .states import LIVE, STARTED, State, Why
+from .status import StatusEntry, add_gpu_usage, entry, tail
 
 Progress = Callable[[str, str, float], None]
 
@@ -93,8 +94,8 @@ class Supervisor:
         from ..gpu.budget import MIB, check_fits
 
         entries = self.status(list(self.config.profiles))
-        live = [e for e in entries if e.state in LIVE_STATES and e.name not in names]
-        to_start = [n for n in names if n not in {e.name for e in entries if e.state in LIVE_STATES}]
+        live = [e for e in entries if e.state in LIVE and e.name not in names]
+        to_start = [n for n in names if n not in {e.name for e in entries if e.state in LIVE}]
         running = {}
         for e in live:
             prof = self.config.profiles.get(e.name)
@@ -260,20 +261,20 @@ class Supervisor:
                         st = read_state(self.paths.state_file(name), name) or st  # its last word
                         state = st.state if st else state
                         how = f"the `up` or `down` that held its lock ended without starting it (it is {state})"
-                    elif ours and state == "running":
+                    elif ours and state == State.RUNNING:
                         done[name] = (st.pid, elapsed)
                         pending.discard(name)
-                    elif ours and state in ("failed", "stopped", "backoff", "unhealthy"):
+                    elif ours and state in (State.FAILED, State.STOPPED, State.BACKOFF, State.UNHEALTHY):
                         how = f"it is {state} under the keeper of an earlier `up`"
                     elif elapsed > others[name]:
                         how = f"not ready within {others[name]:.0f}s under the keeper of an earlier `up`"
                     if how:
                         pending.discard(name)
                         failures.append(self._start_error(name, st, how))
-                elif state in ("running", "unhealthy"):  # unhealthy: it answered 200, then failed
+                elif state in STARTED:  # unhealthy: it answered 200, then failed
                     done[name] = (st.pid, elapsed)     # its checks (status shows it); it did start
                     pending.discard(name)
-                elif state in ("failed", "stopped", "backoff") or not is_held(self.paths.lock_file(name)):
+                elif state in (State.FAILED, State.STOPPED, State.BACKOFF) or not is_held(self.paths.lock_file(name)):
                     pending.discard(name)
                     failures.append(self._start_failure(name, st, (started or {}).get(name)))
             if pending:
@@ -293,9 +294,9 @@ class Supervisor:
         # that failed between the state read and the lock check is reported without its reason
         st = read_state(self.paths.state_file(name), name) or st
         state = st.state if st else "starting"
-        if state == "backoff":  # died right after its first 200: do not leave it cycling
+        if state == State.BACKOFF:  # died right after its first 200: do not leave it cycling
             self.stop([name])
-        elif state in LIVE_STATES and not is_held(self.paths.lock_file(name)):
+        elif state in LIVE and not is_held(self.paths.lock_file(name)):
             # its keeper died without a last word (SIGKILL): stop the server it was starting,
             # found by its record, else by this `up`'s session and the server's command line
             extra = _in_session(*started) if started and not (st and st.pid) else []
@@ -311,7 +312,7 @@ class Supervisor:
     def _start_error(self, name: str, st: ServerState | None, how: str = "") -> LlmctlError:
         log = str(self.paths.log_file(name))
         reason = st.message if st and st.message else "its keeper exited unexpectedly"
-        cls = StartTimeout if reason.startswith("start timeout") else StartFailed
+        cls = StartTimeout if st is not None and st.reason == Why.START_TIMEOUT else StartFailed
         if cls is StartFailed and st is not None and st.exit_signal == signal.SIGILL:
             cls = IllegalInstruction  # the hint says which build to use instead
         if how:
@@ -361,7 +362,7 @@ class Supervisor:
         fd, had_keeper, killed = self._take_lock(name)
         try:  # under the lock: the state read now is final until we let go
             st = read_state(state_path, name)
-            was_live = had_keeper or bool(st and st.state in LIVE_STATES)
+            was_live = had_keeper or bool(st and st.state in LIVE)
             was_live = self._stop_container(name) or was_live
             leader = st.server_id() if st else None
             members = st.member_ids() if st else []

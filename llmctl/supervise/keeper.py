@@ -91,6 +91,7 @@ class Keeper:
         r.restarts, r.exit_code, r.exit_signal = m.restarts, m.exit_code, m.exit_signal
         r.health = m.health.value if m.health else None
         r.message = "; ".join(x for x in (m.reason, self.log_error) if x)
+        r.reason = m.why.value
         r.next_try_wall = (time.time() + m.next_try_at - self.ops.now()) if m.next_try_at else None
         snapshot = r.to_json()
         if snapshot != self._published or not self.state_path.exists():  # moved aside as corrupt
@@ -120,9 +121,7 @@ class Keeper:
         except Exception as exc:  # noqa: BLE001 - OSError, or a container that is in the way
             exc_text = getattr(exc, "message", None) or getattr(exc, "strerror", None) or str(exc)
             self.note(f"cannot start {self.spec.argv[0]}: {exc_text}")
-            self.machine.spawned(now)
-            self.machine.exited(127, None, now)
-            self.machine.reason = f"cannot start {self.spec.argv[0]}: {exc_text}"
+            self.machine.cannot_start(f"cannot start {self.spec.argv[0]}: {exc_text}", now)
             return
         self.record.started_wall = time.time()
         self.machine.spawned(now)
@@ -142,8 +141,7 @@ class Keeper:
         """Watch a server whose keeper died (it is not our child: poll it instead of waiting)."""
         self.server = server
         now = self.ops.now()
-        self.machine.spawned(now - server.age())
-        self.machine.ever_ready = True  # it ran before; a death now is a crash, not a bad start
+        self.machine.adopted(now - server.age())  # it ran before: a death now is a crash, not a bad start
         self.record.started_wall = server.create_time
         self._next_probe = now
         self.note(f"adopted running server pid {server.pid} (its keeper had died)")
@@ -175,11 +173,12 @@ class Keeper:
         # Whatever the server left behind (children in its group) goes with it.
         if self.members:  # what survives stays recorded, for `down` to find and report
             self.members = self.ops.stop(None, self.members, 2.0)
-        self.machine.exited(code, sig, self.ops.now())
+        cause = ""
         if oom:  # say it where `status` and `up` show the reason, not only in the log
             from ..engines.docker import OOM_NOTE
 
-            self.machine.reason = f"container {OOM_NOTE}; {self.machine.reason}"
+            cause = f"container {OOM_NOTE}"
+        self.machine.exited(code, sig, self.ops.now(), cause)
         if self.machine.state is State.BACKOFF:
             self.note(self.machine.reason)
 
@@ -225,8 +224,7 @@ class Keeper:
             elif action is Action.RESTART:
                 self.note(f"{m.reason}: restarting it")
                 self.stop_server()
-                m.exited(m.exit_code, m.exit_signal or signal.SIGTERM, self.ops.now())
-                m.reason = f"restarted after turning unhealthy; {m.reason}"
+                m.restarted_unhealthy(m.exit_code, m.exit_signal or signal.SIGTERM, self.ops.now())
             elif action is Action.KILL:
                 self.note(f"no healthy answer within {m.policy.start_timeout:.0f}s: stopping")
                 self.stop_server()

@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import StateError
+from .states import State
 
 MAX_STATE_BYTES = 1 << 20  #: a state file is a few hundred bytes; anything this big is not one
-STATES = ("stopped", "starting", "running", "unhealthy", "backoff", "failed")
+STATES = tuple(s.value for s in State)
 
 
 @dataclass
@@ -47,7 +48,8 @@ class ServerState:
     exit_code: int | None = None
     exit_signal: int | None = None
     health: str | None = None
-    message: str = ""
+    message: str = ""  #: why it is in its state, in words
+    reason: str = ""  #: the kind of that reason (llmctl.supervise.states.Why), for code to branch on
     next_try_wall: float | None = None
     log: str = ""
     stop_timeout: float = 10.0
@@ -168,7 +170,7 @@ FIELD_CHECKS = {
     "boot_id": (_str, True), "started_mono": (_num(), True), "ready_mono": (_num(), True),
     "started_wall": (_num(), True), "boot_time": (_num(), True), "restarts": (_int(0, 2**31), False),
     "exit_code": (CODE, True), "exit_signal": (_int(0, 1024), True), "health": (_str, True),
-    "message": (_str, False), "next_try_wall": (_num(), True), "log": (_str, False),
+    "message": (_str, False), "reason": (_str, False), "next_try_wall": (_num(), True), "log": (_str, False),
     "stop_timeout": (_num(0), False), "updated_wall": (_num(), False),
 }
 

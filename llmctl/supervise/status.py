@@ -13,8 +13,9 @@ from ..profiles.schema import Config
 from .locks import is_held
 from .spec import LaunchSpec
 from .state import ServerState, read_state
+from .states import LIVE, STARTED, State, Why, backoff_note
 
-LIVE_STATES = ("starting", "running", "unhealthy", "backoff")
+LIVE_STATES = tuple(s.value for s in LIVE)  #: the string form of states.LIVE, for older callers
 
 
 @dataclass
@@ -34,6 +35,7 @@ class StatusEntry:
     exit_signal: int | None
     health: str | None
     message: str = ""
+    reason: str = ""  #: the kind of the message (llmctl.supervise.states.Why): for code to branch on
     supervised: bool = False  #: a keeper is alive for it
     defined: bool = True  #: present in the loaded profiles
     next_try_in_s: float | None = None
@@ -81,7 +83,7 @@ def entry(config: Config, paths: Paths, name: str) -> StatusEntry:
         return e
     e.engine = st.engine or e.engine
     e.restarts, e.exit_code, e.exit_signal = st.restarts, st.exit_code, st.exit_signal
-    e.message, e.log = st.message, st.log or None
+    e.message, e.reason, e.log = st.message, st.reason, st.log or None
     e.state = st.state
     if st.state in LIVE_STATES or st.pid:
         e.port, e.url, e.model, e.health = st.port, st.url, st.model, st.health
@@ -92,17 +94,33 @@ def entry(config: Config, paths: Paths, name: str) -> StatusEntry:
             e.message = f"keeper not running: the server is unsupervised; `llmctl down {name}` stops it"
         else:
             e.state, e.message = "failed", "keeper and server are gone (killed outside llmctl?)"
+            e.reason = Why.KEEPER_GONE.value
     if server_alive:
         e.pid = st.pid
-        if st.state in ("running", "unhealthy") and st.started_mono is not None and same_boot(st):
+        if st.state in STARTED and st.started_mono is not None and same_boot(st):
             e.uptime_s = round(max(0.0, time.monotonic() - st.started_mono), 3)
     if st.state in LIVE_STATES or st.pid:
         e.container = container_state(paths, name)
     if e.state == "failed" and st.log:
         e.log_tail = tail(st.log, 10).splitlines()
-    if st.state == "backoff" and st.next_try_wall:
+    if e.state == State.BACKOFF and st.next_try_wall:
         e.next_try_in_s = round(max(0.0, st.next_try_wall - time.time()), 1)
+        if st.reason == Why.RESTARTING:  # counted down as of now, not as of the crash
+            e.message = backoff_note(st.message, e.next_try_in_s)
     return e
+
+
+def quick_state(paths: Paths, name: str) -> State | None:
+    """A server's state when the lock and the state file alone settle it, without looking at
+    processes (what `run` needs, cheaply): a keeper holds the lock -> its recorded state; no
+    keeper and no live record -> stopped. None: ask :func:`entry`."""
+    held = is_held(paths.lock_file(name))  # before the state: see entry()
+    st = read_state(paths.state_file(name), name)
+    if held and st is not None:
+        return State(st.state)
+    if not held and (st is None or st.state == State.STOPPED and not st.pid):
+        return State.STOPPED
+    return None
 
 
 def container_state(paths: Paths, name: str) -> dict | None:
