@@ -43,7 +43,7 @@ def write_random(path: Path, size: int) -> None:
 
 def timed(argv: list[str], env: dict) -> float:
     t0 = time.perf_counter()
-    r = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{argv[:3]} failed ({r.returncode}):\n{r.stderr[-2000:]}")
@@ -77,8 +77,10 @@ def main() -> None:
             llmctl_t, hf_t = [], []
             for i in range(args.runs):
                 home, out, hf_home = root / f"home{i}", root / f"hf-out{i}", root / f"hf-home{i}"
-                pull = ([sys.executable, "-m", "llmctl", "pull", f"hf:{REPO_ID}/{FILE}"], dict(base, LLMCTL_HOME=str(home)))
-                dl = ([str(hf), "download", REPO_ID, FILE, "--local-dir", str(out)], dict(base, HF_HOME=str(hf_home)))
+                pull = ([sys.executable, "-m", "llmctl", "pull", f"hf:{REPO_ID}/{FILE}"],
+                        dict(base, LLMCTL_HOME=str(home)))
+                dl = ([str(hf), "download", REPO_ID, FILE, "--local-dir", str(out)],
+                      dict(base, HF_HOME=str(hf_home)))
                 order = [("llmctl", pull), ("hf", dl)] if i % 2 == 0 else [("hf", dl), ("llmctl", pull)]
                 for who, (argv, env) in order:
                     dt = timed(argv, env)
@@ -119,8 +121,9 @@ def main() -> None:
             mirror.stop()
 
     print(f"\nfile: {size / 1e6:.0f} MB from olah on loopback, {args.runs} rounds, medians of whole-command wall time")
-    print(f"  llmctl pull : {l_med:6.2f}s  {size / l_med / 1e6:7.1f} MB/s   (runs: {', '.join(f'{t:.2f}' for t in llmctl_t)})")
-    print(f"  hf download : {h_med:6.2f}s  {size / h_med / 1e6:7.1f} MB/s   (runs: {', '.join(f'{t:.2f}' for t in hf_t)})")
+    for label, med, times in (("llmctl pull", l_med, llmctl_t), ("hf download", h_med, hf_t)):
+        runs = ", ".join(f"{t:.2f}" for t in times)
+        print(f"  {label} : {med:6.2f}s  {size / med / 1e6:7.1f} MB/s   (runs: {runs})")
     ratio = h_med / l_med
     print(f"  throughput ratio llmctl/hf = {ratio:.3f}  (goal >= 0.95: {'met' if ratio >= 0.95 else 'NOT met'})")
     print(f"  llmctl also verified the file's git blob SHA-1; no-op re-pull: {noop:.2f}s")

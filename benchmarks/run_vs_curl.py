@@ -33,8 +33,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import free_port, smollm2  # noqa: E402
 
 
-
-
 def timed(argv: list[str], env: dict) -> tuple[float, str]:
     t0 = time.perf_counter()
     p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)

@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import free_port, smollm2  # noqa: E402
 
 
-
 def timed(argv: list[str], env: dict, runs: int) -> float:
     subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm-up
     times = []

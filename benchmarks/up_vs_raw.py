@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import free_port, gemma, smollm2  # noqa: E402
 
 
-
 def models() -> dict[str, Path]:
     return {"light": smollm2(), "heavy": gemma()}
 

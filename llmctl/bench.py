@@ -107,9 +107,11 @@ def sample_of(mode: str, timings: dict, *, tokens_in: int | None, tokens_out: in
         prompt_tps = measured["prompt_tps"]
     if gen_tps is None:
         gen_tps = measured["gen_tps"]
+    if tokens_out is None:
+        tokens_out = timings.get("predicted_n") or measured["gen_tokens"]
     return {"prompt_tokens": tokens_in or timings.get("prompt_n"),
             "cached_tokens": timings.get("cache_n"),
-            "gen_tokens": tokens_out if tokens_out is not None else (timings.get("predicted_n") or measured["gen_tokens"]),
+            "gen_tokens": tokens_out,
             "prompt_tps": round(prompt_tps, 2) if prompt_tps is not None else None,
             "gen_tps": round(gen_tps, 2) if gen_tps is not None else None,
             "source": sources.pop() if len(sources) == 1 else "mixed",
@@ -152,7 +154,7 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
                 try:
                     res = run_task(prompt, profile=name, mode=mode, config=config, timeout=timeout,
                                    overrides={"max_tokens": max_tokens, "temperature": 0.0, "seed": 42},
-                                   on_text=lambda s: chunks.append(time.monotonic()))
+                                   on_text=lambda s, stamps=chunks: stamps.append(time.monotonic()))
                 except LlmctlError as exc:
                     code, _, hint = describe(exc)
                     error, code = exc.message, int(code)

@@ -39,7 +39,7 @@ class Paths:
     config: Path  #: user-level configuration
 
     @classmethod
-    def from_env(cls) -> "Paths":
+    def from_env(cls) -> Paths:
         home = os.environ.get("LLMCTL_HOME")
         if home:
             root = Path(home).expanduser()
@@ -53,7 +53,7 @@ class Paths:
             _xdg("XDG_CONFIG_HOME", ".config") / "llmctl",
         )
 
-    def ensure(self) -> "Paths":
+    def ensure(self) -> Paths:
         """Create the private directories (mode 0700, tightened if they exist looser)."""
         for d in (self.state, self.run, self.logs):
             _mkdir_private(d)

@@ -26,7 +26,8 @@ def default_binary() -> str:
 
 
 def run(binary: str, flag: str) -> str:
-    r = subprocess.run([binary, flag], check=False, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    r = subprocess.run([binary, flag], check=False, capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
     return r.stdout + r.stderr
 
 

@@ -159,7 +159,7 @@ class HubMirror:
             time.sleep(0.1)
         raise RuntimeError(f"olah ({name}) did not answer {url} within {timeout}s:\n{self.log(name)[-3000:]}")
 
-    def start(self) -> "HubMirror":
+    def start(self) -> HubMirror:
         assert self.repos, "add repos before starting the mirror"
         origin_port, front_port = free_port(), free_port()
         mib = 1 << 20  # olah's cache chunk size; blocks are whole chunks

@@ -14,7 +14,8 @@ from .util import cli, port_is_free
 
 def budget_profiles(tmp_path: Path, model: Path, port: int, budget: str) -> dict:
     f = tmp_path / "b.yaml"
-    f.write_text(f"profiles:\n  big: {{model: {model}, port: {port}, backend: vulkan, gpu_layers: 99, ctx_size: 8192}}\n"
+    f.write_text(f"profiles:\n  big: {{model: {model}, port: {port}, backend: vulkan, gpu_layers: 99, "
+                 f"ctx_size: 8192}}\n"
                  f"defaults: {{vram_budget: {budget}}}\n")
     return {"LLMCTL_PROFILES": str(f)}
 
@@ -149,7 +150,8 @@ def test_plan_cli_prints_unknowns(tmp_path):
     env = {"LLMCTL_PROFILES": str(f)}
     r = cli("plan", "enhance", "summary", "--vram-budget", "10GiB", env=env)
     assert r.returncode == 0, r.stderr
-    assert "needed unknown; limit: vram_budget 10.0 GiB: cannot tell (unknown estimate for enhance, summary)" in r.stdout
+    assert ("needed unknown; limit: vram_budget 10.0 GiB: cannot tell (unknown estimate for enhance, summary)"
+            in r.stdout)
     assert "fits" not in r.stdout and "0 B" not in r.stdout
     r = cli("plan", "enhance", "summary", env=env)
     assert r.returncode == 0, r.stderr

@@ -68,7 +68,8 @@ def test_zsh_profile_names(shell_env):
     """zsh without a terminal: compdef and _arguments (zsh's completion functions) are replaced
     by stubs that print what the script hands them; the script and llmctl's answers are real."""
     need("zsh")
-    script = (f"compdef() {{ :; }}; _arguments() {{ print -rl -- \"$@\"; }}; source {REPO / 'completions' / '_llmctl'}; "
+    script = (f"compdef() {{ :; }}; _arguments() {{ print -rl -- \"$@\"; }}; "
+              f"source {REPO / 'completions' / '_llmctl'}; "
               "words=(llmctl logs ''); CURRENT=3; _llmctl_completion")
     out = subprocess.run(["zsh", "-f", "-c", script], env=shell_env, capture_output=True, text=True, timeout=60)
     assert out.stdout.startswith("*: :((") and all(f'"{n}"' in out.stdout for n in ("heavy", "light", "lab")), \

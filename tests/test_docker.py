@@ -293,7 +293,8 @@ def test_stale_container_is_removed_and_running_one_refused(tmp_path, fake_docke
     port = ports()
     env = docker_profile(tmp_path, port)
     fake_docker.mkdir(parents=True, exist_ok=True)
-    (fake_docker / "llmctl-light.json").write_text(json.dumps({"pid": 999999, "running": False, "exit": 1, "rm": False}))
+    record = {"pid": 999999, "running": False, "exit": 1, "rm": False}
+    (fake_docker / "llmctl-light.json").write_text(json.dumps(record))
     r = cli("up", "light", env=env)
     assert r.returncode == 0, r.stderr
     assert ["rm", "-f", "llmctl-light"] in calls(fake_docker)

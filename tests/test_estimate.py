@@ -6,8 +6,16 @@ import struct
 
 import pytest
 
-from llmctl.gpu.estimate import (KV_TYPE_BYTES, ModelLayout, estimate, estimate_profile, format_size,
-                                 header_fields, parse_size, read_layout)
+from llmctl.gpu.estimate import (
+    KV_TYPE_BYTES,
+    ModelLayout,
+    estimate,
+    estimate_profile,
+    format_size,
+    header_fields,
+    parse_size,
+    read_layout,
+)
 from llmctl.profiles.schema import Profile
 
 

@@ -479,8 +479,8 @@ def test_one_up_keeps_its_servers_in_one_session_and_down_finds_each_keeper(tmp_
     model = tmp_path / "dummy.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 28)
     f = tmp_path / "two.yaml"
-    f.write_text("profiles:\n" + "".join(
-        f"  {n}: {{model: {model}, port: {p}, binary: {HELPER}, stop_timeout: 2}}\n" for n, p in (("a", pa), ("b", pb))))
+    f.write_text("profiles:\n" + "".join(f"  {n}: {{model: {model}, port: {p}, binary: {HELPER}, stop_timeout: 2}}\n"
+                                         for n, p in (("a", pa), ("b", pb))))
     env = {"LLMCTL_PROFILES": str(f)}
     assert cli("up", "a", "b", env=env).returncode == 0
     a, b = status_of(env, "a"), status_of(env, "b")

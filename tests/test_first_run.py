@@ -8,7 +8,6 @@ build check, and `status` with no profile file. The SIGILL server is a purpose-b
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys

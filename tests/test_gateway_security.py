@@ -307,6 +307,7 @@ def test_deep_or_broken_json_is_a_400_not_a_500(env):
               b'{"model": "open", "messages": [', b""]
     for endpoint in ("/v1/chat/completions", "/v1/embeddings"):
         for body in bodies:
-            r = httpx.post(env.gw.url + endpoint, content=body, headers={"content-type": "application/json"}, timeout=60)
+            r = httpx.post(env.gw.url + endpoint, content=body, headers={"content-type": "application/json"},
+                           timeout=60)
             assert r.status_code == 400, (endpoint, body[:40], r.status_code, r.text[:200])
             assert r.json()["error"]["type"] == "invalid_request_error"

@@ -71,7 +71,7 @@ def test_stable_run_resets_backoff():
 def test_crash_loop_ends_in_failed():
     m = running(Policy(crash_limit=3, crash_window=60, backoff_base=1))
     t = 2.0
-    for i in range(3):
+    for _ in range(3):
         m.exited(1, None, t)
         if m.state is State.FAILED:
             break

@@ -29,7 +29,8 @@ def test_the_readme_tour_runs_as_written(smollm2, gemma, llama_server):
     demo = REPO / "profiles" / "demo.yaml"
     ports = [int(p) for p in re.findall(r"port: (\d+)", demo.read_text())]
     if not all(port_is_free(p) for p in ports):
-        pytest.fail(f"the demo's ports {ports} are in use here; stop what holds them (`llmctl -f profiles/demo.yaml down`?)")
+        pytest.fail(f"the demo's ports {ports} are in use here; "
+                    "stop what holds them (`llmctl -f profiles/demo.yaml down`?)")
     for src, name in ((gemma, "gemma3-270m-q4_k_m"), (smollm2, "smollm2-135m-instruct-q4_1")):
         assert cli("import", str(src), "--as", name, "--link").returncode == 0
     lines = [ln for ln in tour().splitlines() if ln.strip()]

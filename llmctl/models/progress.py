@@ -104,8 +104,14 @@ class RichProgress(PullProgress):
 
     def __init__(self, stream: TextIO) -> None:
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self.console = Console(file=stream)
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),

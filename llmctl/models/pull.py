@@ -20,12 +20,20 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import HubUnreachable, ModelMissing, ModelNotFound, NotEnoughSpace, QuantNotFound, \
-    StoreLinkOutside, UnsafeHubListing, UsageError
+from ..errors import (
+    HubUnreachable,
+    ModelMissing,
+    ModelNotFound,
+    NotEnoughSpace,
+    QuantNotFound,
+    StoreLinkOutside,
+    UnsafeHubListing,
+    UsageError,
+)
 from ..paths import Paths
 from .hub import RemoteFile, Snapshot, endpoint, snapshot, unsafe_reason
 from .progress import PullProgress, human
-from .refs import ModelRef, SPLIT_RE, is_model_gguf, parse_ref, quant_of, split_base
+from .refs import SPLIT_RE, ModelRef, is_model_gguf, parse_ref, quant_of, split_base
 from .store import Manifest, first_link, inside, is_store_name, model_dir, store_error
 
 WORK_DIR = ".pull"  #: partial files and their notes, inside the model's directory

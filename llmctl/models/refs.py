@@ -102,7 +102,7 @@ class ModelRef:
         return self.text
 
 
-def parse_ref(text: str, catalog: "Catalog | None" = None) -> ModelRef:
+def parse_ref(text: str, catalog: Catalog | None = None) -> ModelRef:
     """Parse a reference. Aliases are looked up in ``catalog``; anything that is neither a
     path, an ``hf:`` reference nor a known alias comes back as kind ``name`` (a store name)."""
     from ..errors import UsageError

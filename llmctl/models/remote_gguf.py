@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from ..errors import HubUnreachable, LlmctlError
 
 if TYPE_CHECKING:
-    from .gguf import ModelLayout
     from ..paths import Paths
+    from .gguf import ModelLayout
 
 BLOCK = 1024 * 1024  #: bytes per Range request
 TIMEOUT = 10.0  #: seconds to connect / between bytes
@@ -178,8 +178,8 @@ def hub_layout(text: str, paths: Paths | None = None, *, revision: str | None = 
     """The :class:`ModelLayout` of the GGUF model a pullable reference means, from the Hub:
     sizes from the repo listing, the header's key/value section over Range requests.
     Raises llmctl errors (HubUnreachable, ModelNotFound, ...) or ValueError (not a GGUF file)."""
-    from .gguf import header_fields, layout_from_fields, layout_keys
     from ..paths import Paths
+    from .gguf import header_fields, layout_from_fields, layout_keys
     from .hub import hub_errors, locate, snapshot
     from .pull import parse, select
 

@@ -56,7 +56,7 @@ class Manifest:
         os.replace(tmp, directory / "manifest.json")
 
     @classmethod
-    def read(cls, directory: Path) -> "Manifest | None":
+    def read(cls, directory: Path) -> Manifest | None:
         """The manifest of a model directory; None if missing or unreadable."""
         try:
             data = json.loads((directory / "manifest.json").read_text())

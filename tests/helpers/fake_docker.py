@@ -179,57 +179,37 @@ def cmd_daemon(args: list[str]) -> int:
     signal.signal(signal.SIGTERM, shut)
     signal.signal(signal.SIGINT, shut)
     tmp = DIR / ".daemon.addr"
-    tmp.write_text("%s:%d" % srv.server_address)
+    tmp.write_text("{}:{}".format(*srv.server_address))
     os.replace(tmp, ADDR)
     srv.serve_forever(poll_interval=0.1)
     return 0
 
 
 # -- the CLI --------------------------------------------------------------------------------
-def cmd_run(args: list[str]) -> int:
+def _run_options(args: list[str]) -> tuple[str | None, int | None, bool]:
+    """`docker run`'s --name, the host port of -p and --rm; stops at the image."""
     name, port, rm = None, None, False
     i = 0
     while i < len(args):
         a = args[i]
         if a == "--name":
-            name = args[i + 1]; i += 2; continue
-        if a == "-p":
-            port = int(args[i + 1].rsplit(":", 1)[1]); i += 2; continue
-        if a == "--rm":
-            rm = True
-        if a in ("-v", "-e", "--device", "--group-add", "--gpus", "--security-opt"):
-            i += 2; continue
-        if not a.startswith("-"):
+            name = args[i + 1]
+            i += 2
+        elif a == "-p":
+            port = int(args[i + 1].rsplit(":", 1)[1])
+            i += 2
+        elif a in ("-v", "-e", "--device", "--group-add", "--gpus", "--security-opt"):
+            i += 2
+        elif not a.startswith("-"):
             break  # the image
-        i += 1
-    if name and load(name):
-        print(f"docker: Error response from daemon: Conflict. The container name \"/{name}\" is already in use",
-              file=sys.stderr)
-        return 125
-    try:
-        host, p = ADDR.read_text().rsplit(":", 1)
-        sock = socket.create_connection((host, int(p)), timeout=10)
-    except (OSError, ValueError):
-        print("docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
-              "Is the docker daemon running?", file=sys.stderr)
-        return 125
-    env = {n: os.environ[n] for n in _env_names(args) if n in os.environ}
-    switches = {n: os.environ[n] for n in SWITCHES if n in os.environ}
-    sock.sendall((json.dumps({"name": name, "port": port, "env": env, "switches": switches, "rm": rm,
-                              "client_pid": os.getpid()}) + "\n").encode())
-    reader = sock.makefile("rb")
-    hello = json.loads(reader.readline())
-    pid, offset = hello["pid"], hello["offset"]
+        else:
+            rm = rm or a == "--rm"
+            i += 1
+    return name, port, rm
 
-    def forward(signum, frame):  # --sig-proxy: the client passes signals on to the container
-        try:
-            os.kill(pid, signum)
-        except OSError:
-            pass
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    log = DIR / f"{name}.log"
+def _follow(sock: socket.socket, reader, log: Path, offset: int) -> int:
+    """Copy the container's log to stdout until the daemon reports its exit code."""
 
     def pump() -> None:
         nonlocal offset
@@ -262,6 +242,39 @@ def cmd_run(args: list[str]) -> int:
                 break
             code = json.loads(line)["exit"]
     pump()
+    return code
+
+
+def cmd_run(args: list[str]) -> int:
+    name, port, rm = _run_options(args)
+    if name and load(name):
+        print(f"docker: Error response from daemon: Conflict. The container name \"/{name}\" is already in use",
+              file=sys.stderr)
+        return 125
+    try:
+        host, p = ADDR.read_text().rsplit(":", 1)
+        sock = socket.create_connection((host, int(p)), timeout=10)
+    except (OSError, ValueError):
+        print("docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. "
+              "Is the docker daemon running?", file=sys.stderr)
+        return 125
+    env = {n: os.environ[n] for n in _env_names(args) if n in os.environ}
+    switches = {n: os.environ[n] for n in SWITCHES if n in os.environ}
+    sock.sendall((json.dumps({"name": name, "port": port, "env": env, "switches": switches, "rm": rm,
+                              "client_pid": os.getpid()}) + "\n").encode())
+    reader = sock.makefile("rb")
+    hello = json.loads(reader.readline())
+    pid = hello["pid"]
+
+    def forward(signum, frame):  # --sig-proxy: the client passes signals on to the container
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = _follow(sock, reader, DIR / f"{name}.log", hello["offset"])
     forced = os.environ.get("FAKE_DOCKER_CLIENT_EXIT")
     return int(forced) if forced else code
 

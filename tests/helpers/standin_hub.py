@@ -42,7 +42,7 @@ class StandInHub:
         self._thread: threading.Thread | None = None
         self.url = ""
 
-    def __enter__(self) -> "StandInHub":
+    def __enter__(self) -> StandInHub:
         hub = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
