@@ -47,7 +47,7 @@ class Located:
     """Mixin for things read from a file: ``source`` and per-key ``lines``."""
 
     source: str
-    lines: dict
+    lines: dict[str, int]
 
     def where(self, key: str | None = None) -> str:
         """``file:line`` of this entry, or of one of its keys."""
