@@ -1,7 +1,7 @@
 """`llmctl bench`: the real CLI against a real llama-server (SmolLM2-135M, started with
 `llmctl up` once for this module and stopped with `llmctl down` at the end) and the real
 one-shot llama-completion / llama-cli, plus unit tests of the client-side speed figures used
-when an engine (vLLM) reports no timings."""
+when an engine (vLLM) reports no timings. bench on a real vLLM is in test_vllm.py."""
 
 from __future__ import annotations
 
@@ -38,14 +38,11 @@ profiles:
   sm: {{model: {smollm2}, port: {port}, ctx_size: 1024, threads: 2, start_timeout: 120}}
   off: {{model: {smollm2}, port: {free_port()}, ctx_size: 1024, threads: 2}}
 """)
-    # the same server seen as a vLLM profile (llama-server speaks the same API): a file of its own
-    vllm = root / "vllm.yaml"
-    vllm.write_text(f'profiles:\n  vl: {{engine: vllm, model: "hf:org/some-model", port: {port}}}\n')
     env = {"LLMCTL_HOME": str(root / "home"), "LLMCTL_PROFILES": str(profiles)}
     r = cli("up", "sm", env=env)
     assert r.returncode == 0, r.stderr
     try:
-        yield SimpleNamespace(env=env, vllm_env={**env, "LLMCTL_PROFILES": str(vllm)})
+        yield SimpleNamespace(env=env)
     finally:
         r = cli("down", "sm", env=env)
         assert r.returncode == 0, r.stderr
@@ -175,17 +172,6 @@ def test_client_figures_agree_with_the_servers(server, monkeypatch):
     s = sample_of("server", {}, tokens_in=res.tokens_in, tokens_out=res.tokens_out, t0=t0,
                   chunk_times=chunks, t_end=t_end)  # what a vLLM answer looks like: no timings
     assert s["source"] == "client" and s["gen_tps"] == measured["gen_tps"]
-
-
-@engine
-def test_vllm_profile_has_no_cli_mode(server):
-    """`both` skips cli mode for a vLLM profile (a note, exit 0); asking for it is a failed row
-    with the usage exit code."""
-    srv, one = bench_json(server.vllm_env, "vl", "--runs", "1")
-    assert (srv["mode"], srv["error"]) == ("server", None) and srv["source"] == "server"
-    assert one["mode"] == "cli" and one["runs"] == 0 and one["error"].startswith("skipped: no cli mode")
-    [one] = bench_json(server.vllm_env, "vl", "--mode", "cli", "--runs", "1", code=2)
-    assert "cli mode needs a llama-server profile" in one["error"]
 
 
 # -- the client-side figures (pure) ------------------------------------------------------------

@@ -3,9 +3,11 @@ task, profile and alias to two servers, task parameters, streaming, client disco
 start, 429, 503 on a failed start, fallbacks, a backend killed mid-stream, keys.
 
 One gateway (in this process, on a free port) and its servers serve the whole module: "light"
-(SmolLM2, with a backend API key) and "heavy" (Gemma) are started up front with the Supervisor,
-the others on demand by the gateway. Everything runs under a module LLMCTL_HOME and is stopped
-at the end."""
+(SmolLM2, with a backend API key), "heavy" (Gemma) and "slow" are started up front with the
+Supervisor, the others on demand by the gateway. "slow" is tests/helpers/slow_server.py, a
+server that is slow on purpose, for the checks on timing (a request still in flight, pieces
+spread over time), which a tiny model on a fast CPU may finish before. Everything runs under a
+module LLMCTL_HOME and is stopped at the end."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ GW_KEY = "gw-" + os.urandom(6).hex()
 BACKEND_KEY = "sk-backend-" + os.urandom(6).hex()
 KEY_ENV = "LLMCTL_TEST_GATEWAY_BACKEND_KEY"
 STORY = [{"role": "user", "content": "Tell me a long story about a cat who sails around the world."}]
+SLOW = str(Path(__file__).parent / "helpers" / "slow_server.py")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Env:
     config: object
     gw: object  #: RunningGateway
     url: str
+    slow_events: Path  #: what the slow server saw, one event a line (see tests/helpers/slow_server.py)
 
     def client(self, **kw) -> openai.OpenAI:
         kw.setdefault("api_key", GW_KEY)
@@ -62,6 +66,10 @@ class Env:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
+    def seen_by_slow(self, prefix: str) -> list[str]:
+        text = self.slow_events.read_text() if self.slow_events.exists() else ""
+        return [line for line in text.splitlines() if line.startswith(prefix)]
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, smollm2, gemma, llama_server):
@@ -73,6 +81,7 @@ def env(tmp_path_factory, smollm2, gemma, llama_server):
     home = root / "home"
     bogus = root / "bogus.gguf"
     bogus.write_bytes(b"GGUF" + os.urandom(4096))
+    events = root / "slow.events"
     f = root / "llmctl.yaml"
     f.write_text(f"""
 profiles:
@@ -84,6 +93,8 @@ profiles:
   broken: {{model: {bogus}, port: {free_port()}, restart: "no", start_timeout: 60}}
   victim: {{model: {smollm2}, port: {free_port()}, ctx_size: 1024, threads: 1, restart: "no"}}
   fragile: {{model: {smollm2}, port: {free_port()}, ctx_size: 512, threads: 1, restart: "no"}}
+  slow: {{model: {smollm2}, port: {free_port()}, binary: {SLOW}, stop_timeout: 5,
+          env: {{SLOW_SERVER: "--interval 0.1 --hold 60 --events {events}"}}}}
 tasks:
   summary: {{profile: light, temperature: 0, max_tokens: 5, system: "Answer in one short sentence."}}
   reasoning: {{profile: heavy, temperature: 0, max_tokens: 5}}
@@ -96,11 +107,11 @@ tasks:
         config = load_profiles([str(f)])
         sup = Supervisor(config)
         try:
-            sup.start(["light", "heavy"])
+            sup.start(["light", "heavy", "slow"])
             gw = start_in_thread(config, GatewayConfig(port=0, api_key=GW_KEY, max_concurrent=3, refresh_interval=0, retry_failed_after=600),
                                  paths=Paths.from_env())
             try:
-                yield Env(home, config, gw, gw.url)
+                yield Env(home, config, gw, gw.url, events)
             finally:
                 gw.stop()
         finally:
@@ -146,24 +157,31 @@ def test_task_parameters_fill_in_and_the_client_wins(env):
 
 
 def test_streaming_relays_chunks_as_they_come(env):
+    """Relayed as generated, not collected: "slow" sends a piece every 0.1 s, on purpose, so the
+    pieces must arrive spread over 2 s on any CPU. And a real llama-server's stream comes through
+    whole (its end-of-text token ignored, so that it writes all 24 tokens and ends by length)."""
     c = env.client()
-    t0 = time.monotonic()
-    times, text = [], []
-    for chunk in c.chat.completions.create(model="light", messages=STORY, max_tokens=48, stream=True,
-                                              temperature=0):
+    times = []
+    for chunk in c.chat.completions.create(model="slow", messages=STORY, max_tokens=20, stream=True):
         if chunk.choices and chunk.choices[0].delta.content:
-            times.append(time.monotonic() - t0)
-            text.append(chunk.choices[0].delta.content)
-    assert len(times) >= 20, text
-    # relayed as generated, not collected: pieces arrive spread over the generation, in many
-    # separate deliveries (a busy machine may bunch a few together; a buffering relay sends one)
-    deliveries = 1 + sum(b - a > 0.002 for a, b in zip(times, times[1:]))
-    assert times[-1] - times[0] > 0.25 and deliveries >= 8, times
+            times.append(time.monotonic())
+    assert len(times) == 20
+    # in many separate deliveries (a busy machine may bunch a few together; a buffering relay
+    # sends one), the first long before the last
+    deliveries = 1 + sum(b - a > 0.03 for a, b in zip(times, times[1:]))
+    assert times[-1] - times[0] > 1.0 and deliveries >= 10, [round(t - times[0], 3) for t in times]
+    chunks = list(c.chat.completions.create(model="light", messages=STORY, max_tokens=24, stream=True, temperature=0,
+                                            extra_body={"ignore_eos": True}))
+    assert sum(bool(ch.choices and ch.choices[0].delta.content) for ch in chunks) >= 20
+    assert chunks[-1].choices[0].finish_reason == "length"
 
 
 def test_client_disconnect_cancels_the_generation(env):
+    """600 tokens with the end-of-text token ignored: a generation long on any CPU. Run to its
+    end, it would leave them all in the slot's cache; cancelled, the cache holds the prompt and
+    the few tokens made before the client left."""
     light = env.config.profiles["light"]
-    body = {"model": "light", "messages": STORY, "max_tokens": 600, "stream": True}
+    body = {"model": "light", "messages": STORY, "max_tokens": 600, "stream": True, "ignore_eos": True}
     with httpx.stream("POST", env.url + "/v1/chat/completions", json=body, timeout=60,
                       headers={"authorization": f"Bearer {GW_KEY}"}) as r:
         events = 0
@@ -179,25 +197,27 @@ def test_client_disconnect_cancels_the_generation(env):
             break
         time.sleep(0.1)
     assert not any(s.get("is_processing") for s in slots), slots
+    last = max(slots, key=lambda s: s.get("id_task", -1))
+    assert 0 < last["n_prompt_tokens"] < 300, last  # the prompt is ~60 tokens
     assert env.gw.gateway.pool.records["light"].inflight == 0
     assert env.metric('llmctl_gateway_requests_total{profile="light",endpoint="/v1/chat/completions",code="499"}') >= 1
 
 
 def test_client_leaving_a_plain_request_ends_it_at_the_gateway(env):
-    """A non-streaming request whose client gives up is cancelled at the gateway (its lease
-    returned, the upstream request closed). llama-server itself finishes a non-streaming
-    generation even when its client has gone (it notices only when it writes to a stream)."""
-    body = {"model": "light", "messages": STORY, "max_tokens": 100}
-    line = 'llmctl_gateway_requests_total{profile="light",endpoint="/v1/chat/completions",code="499"}'
+    """A non-streaming request whose client gives up is cancelled at the gateway: its lease
+    returned, the upstream request closed. "slow" holds a plain answer back for a minute, on
+    purpose (a tiny model on a fast CPU may answer within the client's timeout), and records
+    when the gateway's connection goes away."""
+    body = {"model": "slow", "messages": STORY}
+    line = 'llmctl_gateway_requests_total{profile="slow",endpoint="/v1/chat/completions",code="499"}'
     before = env.metric(line)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(env.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {GW_KEY}"},
                    timeout=httpx.Timeout(10, read=0.5))
-    deadline = time.monotonic() + 5
-    while env.metric(line) == before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert env.metric(line) == before + 1
-    assert env.gw.gateway.pool.records["light"].inflight == 0
+    wait_for(lambda: env.metric(line) == before + 1, 10, "the 499 to be counted")
+    assert env.gw.gateway.pool.records["slow"].inflight == 0
+    gone = wait_for(lambda: env.seen_by_slow("plain-gone"), 10, "the upstream request to be closed")
+    assert float(gone[-1].split()[1]) < 10  # seconds the server held it: the gateway left, not the answer
 
 
 def test_on_demand_start_serves_every_waiting_request(env):
@@ -211,22 +231,22 @@ def test_on_demand_start_serves_every_waiting_request(env):
 
 
 def test_concurrency_limit_answers_429(env):
+    """Three streams held open ("slow" spreads 600 pieces over a minute, on purpose, so they are
+    in flight on any CPU) fill serve --max-concurrent 3: a fourth request gets 429."""
     c = env.client()
-    streams = [c.chat.completions.create(model="light", messages=STORY, max_tokens=200, stream=True) for _ in range(3)]
+    streams = [c.chat.completions.create(model="slow", messages=STORY, max_tokens=600, stream=True) for _ in range(3)]
     try:
         for s in streams:
-            next(iter(s))  # both admitted and generating
+            next(iter(s))  # all three admitted and streaming
         with pytest.raises(openai.RateLimitError) as err:
-            c.chat.completions.create(model="light", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+            c.chat.completions.create(model="slow", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
         assert err.value.status_code == 429 and err.value.response.headers["retry-after"] == "1"
         assert "--max-concurrent" in err.value.message
     finally:
         for s in streams:
             s.close()
-    deadline = time.monotonic() + 5
-    while env.gw.gateway.pool.records["light"].inflight and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert c.chat.completions.create(model="light", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    wait_for(lambda: env.gw.gateway.pool.records["slow"].inflight == 0, 10, "the streams to end")
+    assert len(list(c.chat.completions.create(model="slow", messages=STORY, max_tokens=2, stream=True))) == 4
 
 
 def test_failed_start_answers_503_with_the_reason_and_a_task_falls_back(env):

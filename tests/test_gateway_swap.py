@@ -1,12 +1,15 @@
 """Servers that come and go with the load, with real llama-servers (SmolLM2, ~1 s to start):
 idle unload, an exclusive group swap that waits for the request in flight and the primary's
 return, and the VRAM budget evicting the least recently used idle server. Each test runs its
-own gateway in this process; stopping it stops what it started."""
+own gateway in this process; stopping it stops what it started. Where a request must still be
+in flight when the test looks, the server is tests/helpers/slow_server.py, slow on purpose (a
+tiny model on a fast CPU may finish first)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -17,6 +20,7 @@ from .util import free_port, wait_for
 pytestmark = [pytest.mark.engine]
 HI = [{"role": "user", "content": "Hi"}]
 STORY = [{"role": "user", "content": "Tell me a long story about a cat who sails around the world."}]
+SLOW = str(Path(__file__).parent / "helpers" / "slow_server.py")
 
 
 def small(model, **extra) -> str:
@@ -67,36 +71,34 @@ def test_idle_server_is_stopped_after_its_ttl_and_restarted_on_demand(tmp_path, 
 
 
 def test_exclusive_swap_waits_for_the_request_in_flight_then_the_primary_returns(tmp_path, smollm2, llama_server):
+    """side's request waits while main streams, then main is swapped out for side; side idles
+    and main comes back. main is the slow server (a piece every 0.1 s, on purpose: its stream
+    is in flight for 4 s on any CPU); side is a real llama-server."""
     text = f"""
 profiles:
-  main: {small(smollm2, group="duo")}
+  main: {small(smollm2, group="duo", binary=SLOW, stop_timeout=5)}
   side: {small(smollm2, group="duo", idle_ttl=2)}
 groups:
   duo: {{exclusive: true, primary: main}}
 """
     config, gw, c, sup = setup(tmp_path, text, refresh_interval=0.5)
     try:
-        c.chat.completions.create(model="main", messages=HI, max_tokens=2)
+        assert len(list(c.chat.completions.create(model="main", messages=HI, max_tokens=2, stream=True))) == 4
         assert states(sup, "main", "side") == {"main": "running", "side": "stopped"}
-        first = threading.Event()
+        pieces: list[str] = []
         result: dict = {}
 
         def stream_main() -> None:
             try:
-                pieces = []
-                for chunk in c.chat.completions.create(model="main", messages=STORY, max_tokens=150, stream=True,
-                                                      temperature=0):
+                for chunk in c.chat.completions.create(model="main", messages=STORY, max_tokens=40, stream=True):
                     if chunk.choices and chunk.choices[0].delta.content:
                         pieces.append(chunk.choices[0].delta.content)
-                        first.set()
                     if chunk.choices and chunk.choices[0].finish_reason:
                         result["finish"] = chunk.choices[0].finish_reason
-                result["pieces"] = pieces
             except Exception as exc:  # noqa: BLE001 - reported below
                 result["error"] = exc
             finally:
                 result["stream_end"] = time.monotonic()
-                first.set()
 
         def ask_side() -> None:
             raw = c.chat.completions.with_raw_response.create(model="side", messages=HI, max_tokens=2)
@@ -105,18 +107,19 @@ groups:
 
         t1 = threading.Thread(target=stream_main)
         t1.start()
-        assert first.wait(60)
+        wait_for(lambda: pieces or "stream_end" in result, 60, "main's first piece")
         t2 = threading.Thread(target=ask_side)
         t2.start()
         pool = gw.gateway.pool
         wait_for(lambda: pool.records["side"].waiting, 10, "side's request to wait")
-        time.sleep(0.2)
+        seen = len(pieces)  # main goes on streaming while side waits
+        wait_for(lambda: len(pieces) >= seen + 3 or "stream_end" in result, 10, "three more pieces")
         assert "stream_end" not in result and states(sup, "main")["main"] == "running"  # main still serves
-        assert pool.records["main"].claims  # and takes no new requests meanwhile
+        assert pool.records["main"].claims and pool.records["side"].waiting  # and takes no new requests meanwhile
         t1.join(120)
         t2.join(120)
         assert "error" not in result, result.get("error")  # the stream was not cut by the swap
-        assert result["finish"] == "length" and len(result["pieces"]) >= 10
+        assert result["finish"] == "length" and len(pieces) == 40
         assert result["side_profile"] == "side" and result["side_end"] > result["stream_end"]
         assert states(sup, "main", "side") == {"main": "stopped", "side": "running"}
         assert metric(gw.url, 'llmctl_gateway_stops_total{profile="main",reason="swap"}') == 1

@@ -33,7 +33,16 @@ def main(out: Path) -> None:
     cfg = LlamaConfig(vocab_size=len(fast), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
                       bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, tie_word_embeddings=False)
-    LlamaForCausalLM(cfg).to(torch.float32).save_pretrained(out, safe_serialization=True)
+    model = LlamaForCausalLM(cfg).to(torch.float32)
+    # random weights pick any token: a lone byte of a UTF-8 sequence or a special token streams
+    # as an empty piece, and a greedy answer of only those has no text. Zero their rows of the
+    # output layer, so that greedy decoding picks printable ASCII.
+    with torch.no_grad():
+        for tid in range(len(fast)):
+            text = fast.decode([tid])
+            if not (text and text.isascii() and text.isprintable()):
+                model.lm_head.weight[tid].zero_()
+    model.save_pretrained(out, safe_serialization=True)
 
 
 if __name__ == "__main__":
