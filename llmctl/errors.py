@@ -149,6 +149,10 @@ class InvalidName(UsageError):
     """A name given on the command line breaks the naming rule (see :mod:`llmctl.names`)."""
 
 
+class ApiKeyMissing(UsageError):
+    """A profile's server wants an API key from a variable (``api_key_env``) that is not set."""
+
+
 class Interrupted(LlmctlError):
     """The user pressed Ctrl-C."""
 
@@ -219,6 +223,8 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
                                   "ctx_size, or pass --force"),
     UsageError: (ExitCode.USAGE, "see `llmctl --help`"),
     InvalidName: (ExitCode.USAGE, "see the defined names with `{listing}`"),
+    ApiKeyMissing: (ExitCode.USAGE, "export {var}=KEY (the key of {profile}'s server), or remove "
+                                    "`api_key_env` from the profile"),
     Interrupted: (ExitCode.INTERRUPTED, ""),
 }
 

@@ -152,7 +152,7 @@ def logs(name: NameArg,
 
     _check_names([name])
     paths = Paths.from_env()
-    _docker_logs(paths, name, lines, follow)  # a live container: its own logs (execs; no return)
+    _launcher_logs(paths, name, lines, follow)  # a live container: its own logs (execs; no return)
     path = paths.log_file(name)
     if not path.exists():
         raise UnknownProfile(f"no log for {name!r} at {path} (has it ever been started?)")
@@ -184,23 +184,21 @@ def logs(name: NameArg,
             time.sleep(0.2)
 
 
-def _docker_logs(paths, name: str, lines: int, follow: bool) -> None:
-    from ..supervise.spec import LaunchSpec
+def _launcher_logs(paths, name: str, lines: int, follow: bool) -> None:
+    """Where the server's launcher has its own logs command (a live container's), exec it."""
+    from ..engines.registry import launcher_for
+    from ..engines.spec import LaunchSpec
 
     try:
         spec = LaunchSpec.read(paths.spec_file(name))
+        argv = launcher_for(spec.launcher).logs_argv(spec, lines, follow)
     except (OSError, ValueError, TypeError):
         return
-    if spec.launcher != "docker":
-        return
-    from ..engines import docker
-
-    if docker.inspect(spec.docker_command, spec.container) is None:
+    if argv is None:
         return
     import os
     import sys
 
-    argv = [spec.docker_command, "logs", "--tail", str(lines)] + (["-f"] if follow else []) + [spec.container]
     sys.stdout.flush()
     os.execvp(argv[0], argv)
 

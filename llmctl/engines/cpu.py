@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 #: llama.cpp's feature names (system_info) -> the /proc/cpuinfo flag that provides each
 FEATURE_FLAGS = {
@@ -73,7 +74,7 @@ class BuildCpu:
     problem: str = ""  #: why it will die here, in words; empty if it should run
     risk: str = ""  #: why it may die here (AMX code on an AMX machine)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 

@@ -4,7 +4,7 @@ the flags that give a server dangerous capabilities (:class:`UnsafeFlags`)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +33,8 @@ def parse_help(text: str) -> list[FlagRow]:
     (``-ag,   --agent, -no-ag, --no-agent  whether to...``) and the indented lines after it
     belong to it, one of them perhaps ``(env: LLAMA_ARG_AGENT)``. The canonical name is the
     first long spelling that is not a ``--no-`` form."""
-    rows: list[list] = []
-    current: list | None = None
+    rows: list[list[Any]] = []
+    current: list[Any] | None = None
     for line in text.splitlines():
         m = _SPELLINGS_RE.match(line)
         if m:
@@ -112,7 +112,7 @@ def refusal(where: str, key: str, cap: Capability, canonical: str, via: str = ""
     return f"{where}: {key}: {subject} {cap.what} (capability `{cap.name}`); {FIX}"
 
 
-def _check_unsafe(key: str, flag: str, values: list[str], unsafe: Collection[str], where: str) -> None:
+def _check_unsafe(key: str, flag: str, values: list[str], unsafe: Container[str], where: str) -> None:
     """Refuse ``key`` if its flag, or a value llama-server would read as a flag (after a flag
     that takes none: ``{jinja: --agent}``), is a dangerous spelling."""
     for i, token in enumerate([flag] + [v for v in values if v.lstrip().startswith("-")]):
@@ -125,7 +125,7 @@ def _check_unsafe(key: str, flag: str, values: list[str], unsafe: Collection[str
             raise ProfileError(f"{where}: args.{key}: {via or 'flag'} {token} is refused as unsafe; {FIX}")
 
 
-def passthrough(args: dict[str, Any], *, reserved: dict[str, str], unsafe: Collection[str],
+def passthrough(args: dict[str, Any], *, reserved: dict[str, str], unsafe: Container[str],
                 allow_unsafe: bool, where: str) -> list[str]:
     """``{flash-attn: "on", verbose: true, lora: [a, b]}`` -> ``--flash-attn on --verbose --lora a --lora b``.
 

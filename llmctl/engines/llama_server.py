@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ProfileError
 from ..paths import Paths
 from ..profiles.schema import Profile
-from ..supervise.spec import LaunchSpec
+from .apikey import api_key
+from .command import Arg, File, Listen, ServerCommand
 from .devices import device_env
 from .discovery import EngineBinary
 from .flags import Capability, UnsafeFlags, passthrough, refusal
 from .llama_flags import FLAGS
+
+if TYPE_CHECKING:
+    from .registry import Engine
+    from .spec import LaunchSpec
 
 #: flags llmctl manages itself -> the profile key to use instead
 RESERVED = {
@@ -93,61 +98,84 @@ def load_flags(profile: Profile) -> list[str]:
     return out
 
 
-def server_argv(profile: Profile, binary: str, model_path: Path, key_file: Path | None = None) -> list[str]:
-    """The full argv for llama-server (no secrets: the key travels in a 0600 file)."""
+def server_args(profile: Profile, model_path: Path | str, key_file: Path | None = None) -> list[Arg]:
+    """llama-server's flags (no secrets: the key travels in a 0600 file), its files and bind
+    address typed for the launcher to place."""
     p = profile
-    argv = [binary, "-m", str(model_path), "--host", p.host, "--port", str(p.port)] + load_flags(p)
-    for flag, value in (("-np", p.parallel), ("--alias", p.alias), ("--mmproj", p.mmproj)):
+    args: list[Arg] = ["-m", File("model", str(model_path)), "--host", Listen(p.host), "--port", str(p.port)]
+    args += load_flags(p)
+    for flag, value in (("-np", p.parallel), ("--alias", p.alias)):
         if value is not None:
-            argv += [flag, str(value)]
+            args += [flag, str(value)]
+    if p.mmproj is not None:
+        args += ["--mmproj", File("mmproj", str(p.mmproj))]
     if p.embeddings:
-        argv.append("--embeddings")
+        args.append("--embeddings")
     if key_file is not None:
-        argv += ["--api-key-file", str(key_file)]
-    argv += passthrough(p.args, reserved=RESERVED, unsafe=UNSAFE,
+        args += ["--api-key-file", File("key", str(key_file))]
+    args += passthrough(p.args, reserved=RESERVED, unsafe=UNSAFE,
                         allow_unsafe=p.allow_unsafe_args, where=p.where("args"))
-    return argv
+    return args
+
+
+def server_argv(profile: Profile, binary: str, model_path: Path | str, key_file: Path | None = None) -> list[str]:
+    """The full argv for llama-server run here (no secrets: the key travels in a 0600 file)."""
+    return [binary, *ServerCommand(profile.engine, [], server_args(profile, model_path, key_file),
+                                   profile.host, profile.port).argv()]
 
 
 def key_file_for(profile: Profile, paths: Paths) -> Path | None:
     """Where the API key named by ``api_key_env`` will be (None when the profile has none). The
     variable must be set now; the file itself is written by the keeper, which holds the
-    profile's lock, just before it starts the server (supervise/keeper.py), so an `up` that
+    profile's lock, just before it starts the server (the keeper), so an `up` that
     fails can never remove the key of another that is starting."""
-    if not profile.api_key_env:
+    if api_key(profile) is None:
         return None
-    if not os.environ.get(profile.api_key_env):
-        raise ProfileError(f"profile {profile.name!r} wants its API key from ${profile.api_key_env}, "
-                           f"which is not set ({profile.where('api_key_env')})")
-    return paths.ensure().key_file(profile.name)
+    return paths.key_file(profile.name)
 
 
-def launch_spec(profile: Profile, engine: EngineBinary, model_path: Path, paths: Paths) -> LaunchSpec:
+def find_binary(profile: Profile) -> EngineBinary:
+    """The llama-server build for this profile: its `binary:` (relative to its file), the user
+    config's build for its backend, PATH, the Python packages."""
+    from .discovery import find_llama
+
+    binary = profile.binary
+    if binary and not Path(binary).expanduser().is_absolute():
+        binary = str(profile.base_dir / binary)
+    return find_llama("llama-server", binary, profile.backend)
+
+
+def build(profile: Profile, engine: EngineBinary, model_path: Path, paths: Paths) -> ServerCommand:
+    """The server command with a given build of llama-server."""
     check_env(profile)
     key_file = key_file_for(profile, paths)
     env = dict(engine.env)
     env.update(device_env(profile.backend, profile.devices))
     env.update(profile.env)
-    return LaunchSpec(
-        name=profile.name,
-        engine=profile.engine,
-        argv=server_argv(profile, engine.path, model_path, key_file),
-        env=env,
-        host=profile.host,
-        port=profile.port,
-        url=profile.url,
-        model=profile.model,
-        model_path=str(model_path),
-        restart=profile.restart,
-        start_timeout=profile.effective_start_timeout,
-        stop_timeout=profile.stop_timeout,
-        health_interval=profile.health_interval,
-        health_failures=profile.health_failures,
-        restart_unhealthy=profile.restart_unhealthy,
-        restart_delay=profile.restart_delay,
-        restart_delay_max=profile.restart_delay_max,
-        crash_limit=profile.crash_limit,
-        crash_window=profile.crash_window,
-        unset_env=[profile.api_key_env] if profile.api_key_env else [],
-        key_files={str(key_file): profile.api_key_env} if key_file else {},
-    )
+    var = profile.api_key_env
+    return ServerCommand(profile.engine, [engine.path], server_args(profile, model_path, key_file),
+                         profile.host, profile.port, env=env, unset_env=[var] if var else [],
+                         key_files={str(key_file): var} if key_file and var else {})
+
+
+class LlamaServer:
+    """llama.cpp's server, found on this machine or brought by an image."""
+
+    name = "llama-server"
+
+    def check(self, profile: Profile) -> None:
+        check_profile(profile)
+
+    def command(self, profile: Profile, model: Path, paths: Paths, *, local: bool) -> ServerCommand:
+        engine = find_binary(profile) if local else EngineBinary("llama-server", "image")
+        return build(profile, engine, model, paths)
+
+
+ENGINE: Engine = LlamaServer()
+
+
+def launch_spec(profile: Profile, engine: EngineBinary, model_path: Path, paths: Paths) -> LaunchSpec:
+    """The launch spec that runs this build here (the native launcher)."""
+    from .launch import spec_with
+
+    return spec_with(profile, build(profile, engine, model_path, paths), "native")

@@ -8,17 +8,21 @@ takes the model as a positional argument; any other takes ``--model MODEL``.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import EngineNotFound, ProfileError
+from ..errors import EngineNotFound
 from ..paths import Paths
 from ..profiles.schema import Profile
-from ..supervise.spec import LaunchSpec
+from .apikey import api_key
+from .command import Arg, File, Listen, ServerCommand
 from .devices import device_env
 from .flags import passthrough
+
+if TYPE_CHECKING:
+    from .registry import Engine
 
 RESERVED = {
     "--model": "model", "--host": "host", "--port": "port",
@@ -52,42 +56,53 @@ def served_name(profile: Profile) -> str:
     return profile.served_model_name or profile.alias or profile.name
 
 
-def server_argv(profile: Profile, command: list[str], model: str) -> list[str]:
+def server_args(profile: Profile, command: list[str], model: str) -> list[Arg]:
+    """vLLM's flags after ``command``: the model (a positional argument after `serve`), the bind
+    address, what the profile sets, then its `args:`."""
     p = profile
-    argv = list(command)
-    argv += [model] if command[-1] == "serve" else ["--model", model]
-    argv += ["--host", p.host, "--port", str(p.port), "--served-model-name", served_name(p)]
+    args: list[Arg] = [File("model", model)] if command[-1] == "serve" else ["--model", File("model", model)]
+    args += ["--host", Listen(p.host), "--port", str(p.port), "--served-model-name", served_name(p)]
     for flag, value in (("--gpu-memory-utilization", p.gpu_memory_utilization),
                         ("--max-model-len", p.max_model_len or p.ctx_size), ("--quantization", p.quantization),
                         ("--dtype", p.dtype), ("--tensor-parallel-size", p.tensor_parallel_size)):
         if value is not None:
-            argv += [flag, str(value)]
+            args += [flag, str(value)]
     if p.trust_remote_code:
-        argv.append("--trust-remote-code")
-    argv += passthrough(p.args, reserved=RESERVED, unsafe=set(), allow_unsafe=True, where=p.where("args"))
-    return argv
+        args.append("--trust-remote-code")
+    args += passthrough(p.args, reserved=RESERVED, unsafe=set(), allow_unsafe=True, where=p.where("args"))
+    return args
 
 
-def launch_spec(profile: Profile, model_path: Path, paths: Paths, command: list[str] | None = None) -> LaunchSpec:
-    env = device_env(profile.backend, profile.devices)
-    if profile.backend == "cpu":
-        env.setdefault("VLLM_TARGET_DEVICE", "cpu")
-    env.update(profile.env)
-    unset, env_from = [], {}
-    if profile.api_key_env:
-        if not os.environ.get(profile.api_key_env):
-            raise ProfileError(f"profile {profile.name!r} wants its API key from ${profile.api_key_env}, "
-                               f"which is not set ({profile.where('api_key_env')})")
-        # vLLM reads VLLM_API_KEY; the keeper copies it from its own environment at spawn time,
-        # so the value is in no argv and no file.
-        env_from["VLLM_API_KEY"] = profile.api_key_env
-        unset.append(profile.api_key_env)
-    return LaunchSpec(
-        name=profile.name, engine="vllm", argv=server_argv(profile, command or vllm_command(profile), str(model_path)),
-        env=env, host=profile.host, port=profile.port, url=profile.url, model=profile.model,
-        model_path=str(model_path), restart=profile.restart, start_timeout=profile.effective_start_timeout,
-        stop_timeout=profile.stop_timeout, health_interval=profile.health_interval,
-        health_failures=profile.health_failures, restart_unhealthy=profile.restart_unhealthy,
-        restart_delay=profile.restart_delay, restart_delay_max=profile.restart_delay_max,
-        crash_limit=profile.crash_limit, crash_window=profile.crash_window, unset_env=unset,
-        env_from=env_from)
+def server_argv(profile: Profile, command: list[str], model: str) -> list[str]:
+    return ServerCommand(profile.engine, list(command), server_args(profile, command, model),
+                         profile.host, profile.port).argv()
+
+
+class Vllm:
+    """vLLM's OpenAI-compatible server, installed here or brought by an image (whose entrypoint
+    starts `vllm serve`: the model is then positional)."""
+
+    name = "vllm"
+
+    def check(self, profile: Profile) -> None:
+        server_args(profile, ["vllm", "serve"], profile.model)
+
+    def command(self, profile: Profile, model: Path, paths: Paths, *, local: bool) -> ServerCommand:
+        program = vllm_command(profile) if local else ["vllm", "serve"]
+        env = device_env(profile.backend, profile.devices)
+        if profile.backend == "cpu":
+            env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        env.update(profile.env)
+        args = server_args(profile, program, str(model))
+        unset, env_from = [], {}
+        if api_key(profile) is not None:
+            assert profile.api_key_env
+            # vLLM reads VLLM_API_KEY; the keeper copies it from its own environment at spawn
+            # time, so the value is in no argv and no file.
+            env_from["VLLM_API_KEY"] = profile.api_key_env
+            unset.append(profile.api_key_env)
+        return ServerCommand(profile.engine, program, args, profile.host, profile.port, env=env,
+                             env_from=env_from, unset_env=unset)
+
+
+ENGINE: Engine = Vllm()

@@ -3,11 +3,11 @@ profile: URL, headers (the API key from ``api_key_env``) and JSON body. Pure: no
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engines.apikey import api_key
 from ..errors import UsageError
 from ..profiles.schema import Profile
 from .params import Params, request_fields
@@ -29,14 +29,10 @@ class HttpRequest:
 
 
 def auth_headers(profile: Profile) -> dict[str, str]:
-    """``Authorization: Bearer KEY`` when the profile's server wants a key (from ``api_key_env``)."""
-    if not profile.api_key_env:
-        return {}
-    key = os.environ.get(profile.api_key_env)
-    if not key:
-        raise UsageError(f"profile {profile.name!r} wants an API key from ${profile.api_key_env}, "
-                         f"which is not set ({profile.where('api_key_env')})")
-    return {"Authorization": f"Bearer {key}"}
+    """``Authorization: Bearer KEY`` when the profile's server wants a key (from ``api_key_env``);
+    :class:`~llmctl.errors.ApiKeyMissing` when the variable is not set."""
+    key = api_key(profile)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def model_name(profile: Profile) -> str:

@@ -177,7 +177,9 @@ def dry_run(prompt: str, *, task: str | None = None, profile: str | None = None,
         req = chat_request(prof, params, prompt, images)
         server: dict[str, Any] = req.public()
         server["dropped"] = req.dropped
-        if prof.engine == "llama-server":
+        from ..engines.registry import ENGINES
+
+        if prof.engine in ENGINES:  # a server llmctl starts
             server["argv"] = _server_argv(prof)
         out["server"] = server
     except LlmctlError as exc:
@@ -192,13 +194,13 @@ def dry_run(prompt: str, *, task: str | None = None, profile: str | None = None,
 
 
 def _server_argv(prof: Profile) -> list[str] | dict:
-    """The argv llama-server is started with for this profile (what `up` runs)."""
-    from ..engines.llama_server import server_argv
+    """The argv `up` starts this profile's server with, from the same builder (its engine and
+    launcher); nothing is started or written."""
+    from ..engines.launch import spec_for
     from ..errors import LlmctlError
-    from ..models.resolve import resolve_model
+    from ..paths import Paths
 
     try:
-        model = resolve_model(prof)
+        return spec_for(prof, Paths.from_env()).argv
     except LlmctlError as exc:
         return {"error": exc.message}
-    return server_argv(prof, prof.binary or "llama-server", model, None)

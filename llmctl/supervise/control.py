@@ -22,7 +22,7 @@ from ..profiles.schema import Config, Profile
 from .files import check_log, open_log
 from .identity import ProcId, boot_id
 from .locks import is_held, try_lock
-from .spec import LaunchSpec
+from .spec import LaunchSpec, write_spec
 from .state import ServerState, read_state, write_state
 from .states import LIVE, STARTED, State, Why
 from .status import StatusEntry, add_gpu_usage, entry, tail
@@ -211,7 +211,7 @@ class Supervisor:
         for spec, lock_fd, adopt in jobs:
             name = spec.name
             spec_path, log = self.paths.spec_file(name), self.paths.log_file(name)
-            spec.write(spec_path)
+            write_spec(spec, spec_path)
             state_path = self.paths.state_file(name)
             old = read_state(state_path, name) if adopt is not None else None
             if old is not None:  # the dead keeper's `running` must not pass for the new keeper's word
@@ -436,21 +436,15 @@ class Supervisor:
         return True, False
 
     def _stop_container(self, name: str) -> bool:
-        """A container outlives its client: stop it by name. True if one was running."""
+        """What the server's launcher left without a keeper (a container outlives its client):
+        stopped and removed by the launcher. True if something was still running."""
+        from ..engines.registry import launcher_for
+
         try:
             spec = LaunchSpec.read(self.paths.spec_file(name))
-            if spec.launcher == "docker":
-                from ..engines import docker
-
-                info = docker.inspect(spec.docker_command, spec.container)
-                if (info or {}).get("Running"):
-                    docker.stop(spec.docker_command, spec.container, spec.stop_timeout)  # and removes it
-                    return True
-                if info is not None:  # exited, never removed (its keeper died first)
-                    docker.remove_container(spec.docker_command, spec.container)
+            return launcher_for(spec.launcher).cleanup(spec)
         except (OSError, ValueError, TypeError):
-            pass
-        return False
+            return False
 
     # -- status ---------------------------------------------------------------------------
     def status(self, names: list[str] | None = None) -> list[StatusEntry]:

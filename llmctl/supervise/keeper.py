@@ -22,10 +22,11 @@ import sys
 import time
 from pathlib import Path
 
+from ..engines.registry import Exit, Launcher, launcher_for
 from .files import open_log, rotate_log, write_new_private
 from .identity import ProcId, boot_id
 from .machine import ALIVE, Action, Machine, Policy, State
-from .spec import LaunchSpec
+from .spec import LaunchSpec, policy_for
 from .state import ServerState, write_state
 
 TICK_STARTING = 0.05  #: loop period while waiting for the first 200 (fast `up`)
@@ -36,9 +37,10 @@ ROTATE_EVERY = 1.0
 
 class Keeper:
     def __init__(self, spec: LaunchSpec, state_path: Path, log_path: Path, ops, policy: Policy | None = None,
-                 adopt: ProcId | None = None):
+                 adopt: ProcId | None = None, launcher: Launcher | None = None):
         self.spec, self.state_path, self.log_path, self.ops = spec, state_path, log_path, ops
-        self.machine = Machine(policy or spec.policy())
+        self.launcher = launcher or launcher_for(spec.launcher)  #: spawns, stops, reads exits
+        self.machine = Machine(policy or policy_for(spec))
         self.server: ProcId | None = None
         self.members: list[ProcId] = []
         self.stop_flag = False
@@ -113,11 +115,7 @@ class Keeper:
         now = self.ops.now()
         try:
             self.write_key_files()
-            if self.spec.launcher == "docker":
-                from ..engines import docker
-
-                docker.remove_stale(self.spec.docker_command, self.spec.container)
-            self.server = self.ops.spawn(self.spec.argv, env, self.log_fd)
+            self.server = self.launcher.spawn(self.spec, self.ops, env, self.log_fd)
         except Exception as exc:  # noqa: BLE001 - OSError, or a container that is in the way
             exc_text = getattr(exc, "message", None) or getattr(exc, "strerror", None) or str(exc)
             self.note(f"cannot start {self.spec.argv[0]}: {exc_text}")
@@ -149,48 +147,38 @@ class Keeper:
     def stop_server(self) -> None:
         if self.server is None:
             return
-        if self.spec.launcher == "docker":  # the container, by name; then the attached client
-            from ..engines import docker
-
-            docker.stop(self.spec.docker_command, self.spec.container, self.spec.stop_timeout, remove=False)
+        self.launcher.stop(self.spec)  # by its own means first (a container, by name); then the tree
         left = self.ops.stop(self.server, self.members, self.spec.stop_timeout)
         for pid, code, sig in self.ops.reap():
             if pid == self.server.pid:
                 self.machine.exit_code, self.machine.exit_signal = code, sig
-        if self.spec.launcher == "docker":  # no --rm: its exit code from inspect, then remove it
-            m = self.machine
-            m.exit_code, m.exit_signal, _ = self._container_exited(m.exit_code, m.exit_signal)
+        m = self.machine
+        gone = self._exit_of(m.exit_code, m.exit_signal)
+        m.exit_code, m.exit_signal = gone.code, gone.signal
         if left:  # kept as members: the state says so, and `down` finds them and fails loudly
             self.note(f"processes survived SIGKILL: {', '.join(str(p.pid) for p in left)}")
         self.server, self.members = None, left
 
     def on_exit(self, code: int | None, sig: int | None) -> None:
         self.note(f"server exited ({f'signal {sig}' if sig else f'code {code}'})")
-        oom = False
-        if self.spec.launcher == "docker":  # that was the client: the container says what happened
-            code, sig, oom = self._container_exited(code, sig)
+        gone = self._exit_of(code, sig)  # a container's own exit code, for one
         self.server = None
         # Whatever the server left behind (children in its group) goes with it.
         if self.members:  # what survives stays recorded, for `down` to find and report
             self.members = self.ops.stop(None, self.members, 2.0)
-        cause = ""
-        if oom:  # say it where `status` and `up` show the reason, not only in the log
-            from ..engines.docker import OOM_NOTE
-
-            cause = f"container {OOM_NOTE}"
-        self.machine.exited(code, sig, self.ops.now(), cause)
+        # the cause (an OOM kill) goes where `status` and `up` show the reason, not only in the log
+        self.machine.exited(gone.code, gone.signal, self.ops.now(), gone.cause)
         if self.machine.state is State.BACKOFF:
             self.note(self.machine.reason)
 
-    def _container_exited(self, code: int | None, sig: int | None) -> tuple[int | None, int | None, bool]:
-        """Docker launcher, after the ``docker run`` client exited: stop the container if it still
-        runs, take its exit code and OOMKilled from ``docker inspect``, remove it (no ``--rm``)."""
-        from ..engines import docker
-
-        gone = docker.after_exit(self.spec.docker_command, self.spec.container, self.spec.stop_timeout, code, sig)
+    def _exit_of(self, code: int | None, sig: int | None) -> Exit:
+        """The spawned process ended with ``code``/``sig``: how the server ended, as its launcher
+        reads it (and cleans up after it: a container is stopped if it still runs, then removed);
+        the launcher's notes go to the log."""
+        gone = self.launcher.after_exit(self.spec, code, sig)
         for line in gone.notes:
             self.note(line)
-        return gone.code, gone.signal, gone.oom
+        return gone
 
     # -- loop ---------------------------------------------------------------------------------
     def run(self) -> int:

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..engines.spec import LaunchSpec
-from .machine import Policy
+
+if TYPE_CHECKING:
+    from .machine import Policy
 
 __all__ = ["LaunchSpec", "policy_for", "write_spec"]
 
@@ -19,6 +22,8 @@ def write_spec(spec: LaunchSpec, path: Path) -> None:
 
 
 def policy_for(spec: LaunchSpec) -> Policy:
+    from .machine import Policy
+
     return Policy(restart=spec.restart, start_timeout=spec.start_timeout,
                   health_failures=spec.health_failures, restart_unhealthy=spec.restart_unhealthy,
                   backoff_base=spec.restart_delay, backoff_cap=spec.restart_delay_max,

@@ -1,5 +1,5 @@
 """What `status` reports for one server: its recorded state checked against the keeper lock,
-the processes, the container (docker launcher) and the GPU tools."""
+the processes, the container (a launcher that runs one) and the GPU tools."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ..paths import Paths
 from ..profiles.schema import Config
@@ -41,7 +42,7 @@ class StatusEntry:
     next_try_in_s: float | None = None
     log: str | None = None
     log_tail: list[str] | None = None  #: last log lines, when failed
-    container: dict | None = None  #: docker launcher: the container's State from `docker inspect`
+    container: dict[str, Any] | None = None  #: a container's state, from its launcher (None: native)
     vram_mib: int | None = None  #: GPU memory of the server and its children (nvidia-smi/rocm-smi)
     gpus: list[int] | None = None  #: indexes of the GPUs it uses, where the tool says
 
@@ -123,21 +124,20 @@ def quick_state(paths: Paths, name: str) -> State | None:
     return None
 
 
-def container_state(paths: Paths, name: str) -> dict | None:
-    """For a docker-launched server: Running, Status, ExitCode, OOMKilled from `docker inspect`."""
+def container_state(paths: Paths, name: str) -> dict[str, Any] | None:
+    """What the server's launcher says of how it runs (a container's Running, Status, ExitCode,
+    OOMKilled, Pid), None for a launcher with nothing to say (native) or without a spec."""
     try:
         spec = LaunchSpec.read(paths.spec_file(name))
     except (OSError, ValueError, TypeError):
         return None
-    if spec.launcher != "docker":
-        return None
-    from ..engines import docker
+    from ..engines.registry import launcher_for
 
-    state = docker.inspect(spec.docker_command, spec.container)
-    if state is None:
-        return {"name": spec.container, "exists": False}
-    keep = ("Status", "Running", "ExitCode", "OOMKilled", "StartedAt", "Pid")  # Pid: on the host
-    return {"name": spec.container, "exists": True, **{k: state.get(k) for k in keep if k in state}}
+    try:
+        launcher = launcher_for(spec.launcher)
+    except ValueError:  # a spec from a launcher this llmctl does not have
+        return None
+    return launcher.inspect(spec)
 
 
 def add_gpu_usage(entries: list[StatusEntry]) -> None:
@@ -159,9 +159,9 @@ def add_gpu_usage(entries: list[StatusEntry]) -> None:
 
 def server_pids(e: StatusEntry) -> set[int]:
     """The processes whose GPU memory is the server's: its recorded pid and descendants, and for
-    a docker-launched server the container's ``State.Pid`` and descendants too. The recorded pid
-    is then only the ``docker run`` client: the container's processes are the container
-    runtime's children (containerd-shim), not the client's, and the host sees them by pid."""
+    a server in a container the container's ``Pid`` and descendants too. The recorded pid is
+    then only the container CLI's client: the container's processes are the container runtime's
+    children (containerd-shim), not the client's, and the host sees them by pid."""
     import psutil
 
     roots = [e.pid]

@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..errors import StartFailed
-from ..paths import Paths
-from ..profiles.schema import Profile
-from ..supervise.spec import LaunchSpec
+from ...errors import StartFailed
+from ...profiles.schema import Profile
+from ..command import File, ServerCommand
+from ..registry import Exit, P, Rendered, Spawner
+from ..spec import LaunchSpec
+
+if TYPE_CHECKING:
+    from ..registry import Launcher
 
 MODELS_DIR = "/models"
 KEY_PATH = "/run/llmctl/api.key"
+DEFAULT_CLI = "docker"
 
 
 def container_name(profile_name: str) -> str:
@@ -49,68 +54,52 @@ def rocm_devices(devices: list[str]) -> list[str]:
     return out
 
 
-def run_argv(profile: Profile, spec: LaunchSpec, model_path: Path) -> tuple[list[str], list[str]]:
-    """(docker run argv, env var names passed into the container). Values of those variables
-    travel through the client's environment (``-e NAME``), never through argv."""
-    d = profile.docker
-    assert d is not None
-    name = container_name(profile.name)
-    argv = [d.command, "run", "--init", "--name", name,
-            "-p", f"{profile.host}:{profile.port}:{profile.port}"]
-    for dev in rocm_devices(d.devices) if profile.backend == "rocm" else d.devices:
+def _mount(f: File) -> tuple[str, str]:
+    """(``-v`` value, path inside) for a file the server opens: the model's directory (or the
+    model directory itself) under /models, the key file at a fixed path, any other file's
+    directory under /ROLE."""
+    p = Path(f.path)
+    if f.role == "key":
+        return f"{p}:{KEY_PATH}:ro", KEY_PATH
+    if f.role == "model":
+        inner = f"{MODELS_DIR}/{p.name}"
+        return (f"{p}:{inner}:ro" if p.is_dir() else f"{p.parent}:{MODELS_DIR}:ro"), inner
+    return f"{p.parent}:/{f.role}:ro", f"/{f.role}/{p.name}"
+
+
+def _hardware(profile: Profile, devices: list[str]) -> list[str]:
+    """The GPUs: ROCm's device nodes and the video group, or CUDA's ``--gpus``."""
+    argv: list[str] = []
+    for dev in rocm_devices(devices) if profile.backend == "rocm" else devices:
         argv += ["--device", dev]
     if profile.backend == "rocm":
         argv += ["--group-add", "video"]
     elif profile.backend == "cuda":
         argv += ["--gpus", _gpus(profile.devices)]
-    model_path = Path(model_path)
-    if model_path.is_dir():
-        inner_model = f"{MODELS_DIR}/{model_path.name}"
-        argv += ["-v", f"{model_path}:{inner_model}:ro"]
-    else:
-        inner_model = f"{MODELS_DIR}/{model_path.name}"
-        argv += ["-v", f"{model_path.parent}:{MODELS_DIR}:ro"]
-    server = list(spec.argv[1:])  # the engine's own flags; the image's entrypoint is the engine
-    if spec.engine == "vllm":
-        server = _vllm_inner(spec.argv, str(model_path), inner_model)
-    else:
-        server = [inner_model if a == str(model_path) else a for a in server]
-    # inside the container the server must listen on all interfaces; -p above decides exposure
-    for i, a in enumerate(server[:-1]):
-        if a == "--host":
-            server[i + 1] = "0.0.0.0"
-        if a == "--api-key-file":
-            argv += ["-v", f"{server[i + 1]}:{KEY_PATH}:ro"]
-            server[i + 1] = KEY_PATH
-        if a == "--mmproj":
-            mm = Path(server[i + 1])
-            argv += ["-v", f"{mm.parent}:/mmproj:ro"]
-            server[i + 1] = f"/mmproj/{mm.name}"
-    env_names = sorted(set(spec.env) | set(spec.env_from))
-    env_names = [n for n in env_names if n != "LD_LIBRARY_PATH"]
-    for n in env_names:
-        argv += ["-e", n]
-    argv += list(d.options)
-    argv.append(d.image)
-    argv += server
-    return argv, env_names
+    return argv
 
 
-def _vllm_inner(argv: list[str], model: str, inner_model: str) -> list[str]:
-    """vLLM images start `vllm serve` / the api_server themselves: keep only model + flags."""
-    i = argv.index(model)
-    rest = argv[i + 1:]
-    return ["--model", inner_model, *rest] if argv[i - 1] == "--model" else [inner_model, *rest]
-
-
-def containerize(profile: Profile, spec: LaunchSpec, model_path: Path, paths: Paths) -> LaunchSpec:
-    argv, _ = run_argv(profile, spec, model_path)
-    return replace(spec, argv=argv, launcher="docker", container=container_name(profile.name),
-                   docker_command=profile.docker.command)
+def run_argv(profile: Profile, cmd: ServerCommand) -> list[str]:
+    """The ``docker run`` argv for the engine's command: its files mounted read-only and named
+    by their paths inside, the server bound to every interface inside (``-p`` decides the
+    exposure), the image's entrypoint as the engine. Environment variables pass by name
+    (``-e NAME``): their values travel through the client's environment, never argv."""
+    d = profile.docker
+    assert d is not None
+    argv = [d.command, "run", "--init", "--name", container_name(profile.name),
+            "-p", f"{profile.host}:{profile.port}:{profile.port}", *_hardware(profile, d.devices)]
+    inside: dict[File, str] = {}
+    for f in cmd.files():
+        volume, inside[f] = _mount(f)
+        argv += ["-v", volume]
+    for name in sorted((set(cmd.env) | set(cmd.env_from)) - {"LD_LIBRARY_PATH"}):
+        argv += ["-e", name]
+    argv += [*d.options, d.image]
+    return argv + cmd.argv(program=False, place=inside.__getitem__, bind="0.0.0.0")
 
 
 # -- what the keeper and `down` ask of the container CLI ---------------------------------------
-def inspect(docker: str, name: str) -> dict | None:
+def inspect(docker: str, name: str) -> dict[str, Any] | None:
     """The container's State (Running, ExitCode, OOMKilled...), or None if there is none."""
     try:
         r = subprocess.run([docker, "inspect", name], capture_output=True, text=True, timeout=30)
@@ -163,24 +152,14 @@ def remove_container(docker: str, name: str) -> bool:
 OOM_NOTE = "killed by the kernel's OOM killer (docker inspect: OOMKilled)"
 
 
-@dataclass
-class ContainerExit:
-    """What the keeper records when the ``docker run`` client has exited."""
-
-    code: int | None  #: the container's exit code (``State.ExitCode``), else the client's
-    signal: int | None  #: the client's signal, only where docker could not say
-    oom: bool = False  #: ``State.OOMKilled``
-    notes: list[str] = field(default_factory=list)  #: lines for the server's log
-
-
-def after_exit(docker: str, name: str, stop_timeout: float, code: int | None, sig: int | None) -> ContainerExit:
+def after_exit(docker: str, name: str, stop_timeout: float, code: int | None, sig: int | None) -> Exit:
     """The ``docker run`` client exited with ``code``/``sig``: ask the container what happened.
 
     A container that still runs lost its client (killed): stop it. Then take the exit code and
     OOMKilled from ``docker inspect`` (the client's status is only its own), and remove the
     container, since there is no ``--rm``. Without a container to ask, the client's status stands.
     """
-    out = ContainerExit(code, sig)
+    out = Exit(code, sig)  # the container's exit code (State.ExitCode) replaces the client's below
     state = inspect(docker, name)
     if state is None:
         out.notes.append(f"container {name} not found by `{docker} inspect`: "
@@ -203,8 +182,62 @@ def after_exit(docker: str, name: str, stop_timeout: float, code: int | None, si
         out.code, out.signal = exit_code, None
         out.notes.append(f"container {name} exited with code {exit_code} (`{docker} inspect`)")
     if state.get("OOMKilled"):
-        out.oom = True
+        out.cause = f"container {OOM_NOTE}"
         out.notes.append(f"container {name} was {OOM_NOTE}")
     if not remove_container(docker, name):
         out.notes.append(f"could not remove container {name}; `{docker} rm -f {name}` by hand")
     return out
+
+
+def _cli(spec: LaunchSpec) -> str:
+    return spec.container_cli or DEFAULT_CLI
+
+
+class Docker:
+    """Docker or podman (`docker: {command: podman}`): the engine comes with the image."""
+
+    name = "docker"
+    local_engine = False
+
+    def render(self, profile: Profile, cmd: ServerCommand) -> Rendered:
+        assert profile.docker is not None
+        return Rendered(run_argv(profile, cmd), container_name(profile.name), profile.docker.command)
+
+    def spawn(self, spec: LaunchSpec, spawner: Spawner[P], env: dict[str, str], log_fd: int) -> P:
+        remove_stale(_cli(spec), spec.container)
+        return spawner.spawn(spec.argv, env, log_fd)
+
+    def stop(self, spec: LaunchSpec) -> None:
+        """The container, by name; the keeper then stops the attached client."""
+        stop(_cli(spec), spec.container, spec.stop_timeout, remove=False)
+
+    def after_exit(self, spec: LaunchSpec, code: int | None, sig: int | None) -> Exit:
+        return after_exit(_cli(spec), spec.container, spec.stop_timeout, code, sig)
+
+    def inspect(self, spec: LaunchSpec) -> dict[str, Any] | None:
+        """Running, Status, ExitCode, OOMKilled, StartedAt and Pid (on the host) from `docker inspect`."""
+        state = inspect(_cli(spec), spec.container)
+        if state is None:
+            return {"name": spec.container, "exists": False}
+        keep = ("Status", "Running", "ExitCode", "OOMKilled", "StartedAt", "Pid")
+        return {"name": spec.container, "exists": True, **{k: state.get(k) for k in keep if k in state}}
+
+    def logs_argv(self, spec: LaunchSpec, lines: int, follow: bool) -> list[str] | None:
+        """``docker logs`` of a container that is there; None without one (read the log file)."""
+        if inspect(_cli(spec), spec.container) is None:
+            return None
+        return [_cli(spec), "logs", "--tail", str(lines), *(["-f"] if follow else []), spec.container]
+
+    def cleanup(self, spec: LaunchSpec) -> bool:
+        """A container outlives its client: stop a running one by name (and remove it), remove
+        an exited one never removed (its keeper died first)."""
+        info = inspect(_cli(spec), spec.container)
+        if (info or {}).get("Running"):
+            stop(_cli(spec), spec.container, spec.stop_timeout)
+            return True
+        if info is not None:
+            remove_container(_cli(spec), spec.container)
+        return False
+
+
+LAUNCHER: Launcher = Docker()

@@ -1,0 +1,1 @@
+"""Launchers: one module per `launcher:` value, each exposing ``LAUNCHER`` (see llmctl.engines.registry)."""
