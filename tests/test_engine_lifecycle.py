@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .util import cli, port_is_free
+from .util import cli, port_is_free, wait_for
 
 pytestmark = [pytest.mark.engine]
 
@@ -67,7 +67,8 @@ def test_demo_up_status_logs_restart_down(tmp_path, smollm2, gemma, ports, llama
             except OSError:
                 break
             out += chunk
-    time.sleep(0.2)
+    wait_for(lambda: psutil.Process(pid).cmdline() == ["sleep", "120"],  # bash execs its last command
+             what="the shell waiting on its terminal")
     os.close(fd)  # the terminal goes away: SIGHUP to its session
     _, status = os.waitpid(pid, 0)
     text = out.decode(errors="replace")
