@@ -223,11 +223,15 @@ def test_client_leaving_a_plain_request_ends_it_at_the_gateway(env):
 def test_on_demand_start_serves_every_waiting_request(env):
     assert env.supervisor().status(["embed"])[0].state == "stopped"
     c = env.client()
-    with ThreadPoolExecutor(3) as pool:
-        results = list(pool.map(lambda i: c.embeddings.create(model="embed", input=[f"text number {i}"]), range(3)))
-    assert [len(r.data[0].embedding) for r in results] == [576, 576, 576]  # SmolLM2's width
-    assert env.supervisor().status(["embed"])[0].state == "running"
-    assert env.metric('llmctl_gateway_starts_total{profile="embed",outcome="ok"}') == 1
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(lambda i: c.embeddings.create(model="embed", input=[f"text number {i}"]),
+                                    range(3)))
+        assert [len(r.data[0].embedding) for r in results] == [576, 576, 576]  # SmolLM2's width
+        assert env.supervisor().status(["embed"])[0].state == "running"
+        assert env.metric('llmctl_gateway_starts_total{profile="embed",outcome="ok"}') == 1
+    finally:  # started during this test: stopped by it (the per-test leak check counts it as the test's)
+        env.supervisor().stop(["embed"])
 
 
 def test_concurrency_limit_answers_429(env):
