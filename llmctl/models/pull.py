@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import (
     HubUnreachable,
     ModelMissing,
     ModelNotFound,
     NotEnoughSpace,
-    QuantNotFound,
     StoreLinkOutside,
     UnsafeHubListing,
     UsageError,
@@ -33,20 +34,17 @@ from ..errors import (
 from ..paths import Paths
 from .hub import RemoteFile, Snapshot, endpoint, snapshot, unsafe_reason
 from .progress import PullProgress, human
-from .refs import SPLIT_RE, ModelRef, is_model_gguf, parse_ref, quant_of, split_base
+from .refs import ModelRef, parse_ref
+from .selection import Selection, quant_sets, select
 from .store import Manifest, first_link, inside, is_store_name, model_dir, store_error
+
+if TYPE_CHECKING:
+    from .transfer import Fetched
 
 WORK_DIR = ".pull"  #: partial files and their notes, inside the model's directory
 #: llmctl's own names in a model's directory: a Hub file of that name would replace them
 RESERVED = frozenset({"manifest.json", ".manifest.json.tmp", WORK_DIR})
 PARALLEL_FILES = 4  #: files fetched at once for multi-file pulls
-
-
-@dataclass
-class Selection:
-    files: list[RemoteFile]
-    quant: str | None
-    main: str  #: the main file (relative), or "." for the directory (whole repos)
 
 
 @dataclass
@@ -64,62 +62,6 @@ class PullResult:
         d.update(directory=str(self.directory), noop=self.noop, transferred_bytes=self.transferred,
                  resumed_bytes=self.resumed, seconds=round(self.seconds, 3), note=self.note)
         return d
-
-
-# -- choosing the files -----------------------------------------------------------------------
-def quant_sets(files: list[RemoteFile]) -> dict[str, list[list[RemoteFile]]]:
-    """QUANT -> the GGUF model files of that quant, each as the list of its parts."""
-    sets: dict[str, dict[str, list[RemoteFile]]] = {}
-    for f in files:
-        q = quant_of(f.path)
-        if q and is_model_gguf(f.path):
-            sets.setdefault(q, {}).setdefault(split_base(f.path), []).append(f)
-    return {q: [sorted(parts, key=lambda f: f.path) for _, parts in sorted(bases.items())]
-            for q, bases in sets.items()}
-
-
-def _parts_of(files: list[RemoteFile], path: str) -> list[RemoteFile]:
-    if not SPLIT_RE.search(path):
-        return [f for f in files if f.path == path]
-    base = split_base(path)
-    return sorted((f for f in files if SPLIT_RE.search(f.path) and split_base(f.path) == base),
-                  key=lambda f: f.path)
-
-
-def select(ref: ModelRef, snap: Snapshot) -> Selection:
-    """The files ``ref`` means in the repo snapshot; errors list what there is instead."""
-    files = snap.files
-    if ref.file:
-        chosen = _parts_of(files, ref.file)
-        if not chosen:
-            ggufs = [f.path for f in files if f.path.endswith(".gguf")]
-            there = ", ".join(ggufs[:15]) + (" ..." if len(ggufs) > 15 else "") if ggufs else "no GGUF files"
-            raise ModelNotFound(f"repo {snap.repo} has no file {ref.file!r} at {snap.revision[:12]} ({there})",
-                                repo=snap.repo)
-        return Selection(chosen, quant_of(ref.file), chosen[0].path)
-    if ref.quant:
-        sets = quant_sets(files)
-        found = sets.get(ref.quant.upper())
-        if not found:
-            have = sorted(sets)
-            base = ref.alias if ref.kind == "alias" else f"hf:{ref.repo}"
-            if have:
-                listing = ", ".join(have)
-                msg = (f"{snap.repo} has no {ref.quant} GGUF file; its quants: {listing} "
-                       f"(e.g. `llmctl pull {base}:{have[0]}`)")
-            else:
-                msg = f"{snap.repo} has no GGUF files at all (pull the whole repo with `llmctl pull hf:{snap.repo}`)"
-            raise QuantNotFound(msg, repo=snap.repo, quants=have)
-        # several files of one quant (rare): the shortest name is the plain model
-        chosen = min(found, key=lambda parts: (len(parts[0].path), parts[0].path))
-        return Selection(chosen, ref.quant.upper(), chosen[0].path)
-    if not files:
-        raise ModelNotFound(f"repo {snap.repo} has no files at {snap.revision[:12]}", repo=snap.repo)
-    sets = quant_sets(files)
-    if len(sets) == 1 and len(next(iter(sets.values()))) == 1:
-        [(q, [parts])] = sets.items()
-        return Selection(list(files), q, parts[0].path)
-    return Selection(list(files), None, ".")
 
 
 # -- the store side ---------------------------------------------------------------------------
@@ -249,48 +191,76 @@ _FS_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, e
 def _pull_locked(ref: ModelRef, paths: Paths, revision: str | None, force: bool,
                  progress: PullProgress) -> PullResult:
     t0 = time.monotonic()
-    name = ref.store_name
-    directory = model_dir(name, paths)
+    directory = model_dir(ref.store_name, paths)
     old = Manifest.read(directory)
+    snap = _snapshot_unless_current(ref, directory, old, revision, force, t0)
+    if isinstance(snap, PullResult):
+        return snap
+    sel = select(ref, snap)
+    check_targets(directory, sel.files, snap.repo)
+    todo = [f for f in sel.files if force or not _kept(directory, old, f)]
+    kept = [f for f in sel.files if f not in todo]
+    _check_space_and_begin(ref, snap, sel, todo, directory, progress)
+    for f in kept:
+        progress.message(f"  {f.path}: kept from the earlier pull (same checksum)")
+    results = _fetch_all(snap, todo, directory / WORK_DIR, progress)
+    _install(directory, todo, results, sel, old)
+    m = _write_manifest(ref, snap, sel, old, results, directory)
+    transferred = sum(r.transferred for _, r in results.values())
+    resumed = sum(r.resumed_from for _, r in results.values())
+    return PullResult(m, directory, False, transferred, resumed, time.monotonic() - t0,
+                      note=f"{len(kept)} file(s) kept from the earlier pull" if kept else "")
+
+
+def _snapshot_unless_current(ref: ModelRef, directory: Path, old: Manifest | None, revision: str | None,
+                             force: bool, t0: float) -> Snapshot | PullResult:
+    """The repo's snapshot to pull, or the no-op result when the store already has it."""
+    name = ref.store_name
     if old is not None and old.source != "pull":
         raise UsageError(f"the store already has a model named {name!r} ({old.source}ed from {old.reference}); "
                          f"remove it first with `llmctl models rm {name}`")
     have_it = _complete(directory, old) and old is not None and old.reference == ref.canonical
-    if have_it and not force and revision and old.revision == revision:
-        return PullResult(old, directory, True, note="already pulled at that commit")
+    current = old if have_it and not force else None
+    if current is not None and revision and current.revision == revision:
+        return PullResult(current, directory, True, note="already pulled at that commit")
     try:
         snap = snapshot(str(ref.repo), revision)
     except HubUnreachable as exc:
-        if have_it and not force:
-            return PullResult(old, directory, True, seconds=time.monotonic() - t0,
+        if current is not None:
+            return PullResult(current, directory, True, seconds=time.monotonic() - t0,
                               note=f"already pulled (could not check for a newer revision: {exc.message})")
         raise
-    if have_it and not force and old.revision == snap.revision:
-        return PullResult(old, directory, True, seconds=time.monotonic() - t0,
+    if current is not None and current.revision == snap.revision:
+        return PullResult(current, directory, True, seconds=time.monotonic() - t0,
                           note="already pulled, up to date")
-    sel = select(ref, snap)
-    check_targets(directory, sel.files, snap.repo)
+    return snap
 
-    work = directory / WORK_DIR
-    from .transfer import fetch, partial_size
 
-    todo = [f for f in sel.files if force or not _kept(directory, old, f)]
-    kept = [f for f in sel.files if f not in todo]
+def _check_space_and_begin(ref: ModelRef, snap: Snapshot, sel: Selection, todo: list[RemoteFile],
+                           directory: Path, progress: PullProgress) -> None:
+    """Refuse before any byte when what is still missing does not fit; else announce the pull."""
+    from .transfer import partial_size
+
     total = sum(f.size for f in sel.files)
-    missing = sum(f.size - partial_size(work, f) for f in todo)
+    missing = sum(f.size - partial_size(directory / WORK_DIR, f) for f in todo)
     free, where = _free_bytes(directory)
     if missing > free:
         raise NotEnoughSpace(f"{ref.canonical} needs {human(missing)} more on {where}, which has {human(free)} "
                              f"free ({len(todo)} file{'s' * (len(todo) != 1)}, {human(total)} in all)",
                              path=str(where))
     progress.begin(f"{ref.canonical} ({snap.repo}@{snap.revision[:12]})", len(sel.files), total, missing)
-    for f in kept:
-        progress.message(f"  {f.path}: kept from the earlier pull (same checksum)")
 
-    results: dict[str, tuple] = {}
+
+def _fetch_all(snap: Snapshot, todo: list[RemoteFile], work: Path,
+               progress: PullProgress) -> dict[str, tuple[Path, Fetched]]:
+    """Fetch and verify ``todo`` into the work area, a few files at once; path -> (partial, result)."""
+    from .transfer import fetch, partial_paths
+    from .workers import run_all
+
+    results: dict[str, tuple[Path, Fetched]] = {}
     cancel = threading.Event()
 
-    def one(f: RemoteFile):
+    def one(f: RemoteFile) -> Fetched:
         # finished files stay in the work area until all are: an interrupted pull of several
         # files then resumes without fetching the finished ones again (they are re-verified)
         part, res = fetch(snap.repo, snap.revision, f, work,
@@ -302,48 +272,48 @@ def _pull_locked(ref: ModelRef, paths: Paths, revision: str | None, force: bool,
         return res
 
     def interrupted() -> str:
-        from .transfer import partial_paths
-
         kept_now = sum(p.stat().st_size for p in (partial_paths(work, f.path)[0] for f in todo) if p.exists())
         return (f"interrupted: {human(kept_now)} of {human(sum(f.size for f in todo))} kept in {work}; "
                 f"the same `llmctl pull` resumes it")
 
-    from .workers import run_all
-
-    run_all([lambda f=f: one(f) for f in todo], PARALLEL_FILES, cancel,
+    run_all([functools.partial(one, f) for f in todo], PARALLEL_FILES, cancel,
             on_slow_stop=progress.message, interrupted_message=interrupted)
+    return results
 
-    # every file is verified: move them in place, drop files of an earlier revision that this
-    # one does not have, and the work area; the manifest comes last
+
+def _install(directory: Path, todo: list[RemoteFile], results: dict[str, tuple[Path, Fetched]],
+             sel: Selection, old: Manifest | None) -> None:
+    """Every file is verified: move them in place, drop files of an earlier revision that this
+    one does not have, and the work area (the manifest comes last, after this)."""
     for f in todo:
-        part, _ = results[f.path]  # type: ignore[misc]
+        part, _ = results[f.path]
         dest = directory / f.path
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, dest)
     wanted = {f.path for f in sel.files}
     if old is not None:
-        for f in old.files:
-            old_file = directory / str(f["path"])
-            if f["path"] not in wanted and unsafe_reason(f["path"]) is None and inside(old_file, directory):
+        for rec in old.files:
+            old_file = directory / str(rec["path"])
+            if rec["path"] not in wanted and unsafe_reason(rec["path"]) is None and inside(old_file, directory):
                 old_file.unlink(missing_ok=True)
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(directory / WORK_DIR, ignore_errors=True)
 
+
+def _write_manifest(ref: ModelRef, snap: Snapshot, sel: Selection, old: Manifest | None,
+                    results: dict[str, tuple[Path, Fetched]], directory: Path) -> Manifest:
     records, hows = [], []
     for f in sel.files:
-        res = results[f.path][1] if f.path in results else None  # type: ignore[index]
+        res = results[f.path][1] if f.path in results else None
         how = res.verified if res is not None else next(
             (o.get("verified") for o in (old.files if old else []) if o["path"] == f.path), "size")
         hows.append(how)
         records.append({"path": f.path, "size": f.size, "sha256": f.sha256, "blob_id": f.blob_id, "verified": how})
-    m = Manifest(name=name, path=sel.main, reference=ref.canonical, size=total, source="pull",
-                 created=time.time(), repo=snap.repo, quant=sel.quant, revision=snap.revision,
+    m = Manifest(name=ref.store_name, path=sel.main, reference=ref.canonical, size=sum(f.size for f in sel.files),
+                 source="pull", created=time.time(), repo=snap.repo, quant=sel.quant, revision=snap.revision,
                  endpoint=snap.endpoint, files=records, verified=_summary(hows))
     directory.mkdir(parents=True, exist_ok=True)
     m.write(directory)
-    transferred = sum(r.transferred for _, r in results.values())  # type: ignore[misc]
-    resumed = sum(r.resumed_from for _, r in results.values())  # type: ignore[misc]
-    return PullResult(m, directory, False, transferred, resumed, time.monotonic() - t0,
-                      note=f"{len(kept)} file(s) kept from the earlier pull" if kept else "")
+    return m
 
 
 def ensure_model(profile, paths: Paths | None = None, progress: PullProgress | None = None) -> Path:

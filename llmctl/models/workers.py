@@ -12,8 +12,10 @@ partial file holds on disk is a valid prefix, so nothing is lost by leaving them
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Callable
 
 from ..errors import Interrupted
@@ -31,61 +33,84 @@ def run_all(jobs: list[Callable[[], object]], parallel: int, cancel: threading.E
     ``interrupted_message()`` once the workers have stopped (or at a second Ctrl-C)."""
     from .transfer import Cancelled
 
-    pending = list(jobs)
-    errors: list[BaseException] = []
-    lock = threading.Lock()
     n = max(1, min(parallel, len(jobs)))
-    running = [n]
-    done = threading.Event()
+    workers = _Workers(jobs, n, cancel)
+    interrupted = threading.Event()
+    with _ctrl_c_cancels(interrupted, cancel):
+        for _ in range(n):
+            threading.Thread(target=workers.work, name="llmctl-pull", daemon=True).start()
+        _wait(workers.done, interrupted, cancel, on_slow_stop)
+    if interrupted.is_set():
+        raise Interrupted(interrupted_message())
+    if workers.errors:
+        raise next((e for e in workers.errors if not isinstance(e, Cancelled)), workers.errors[0])
 
-    def worker() -> None:
+
+class _Workers:
+    """The jobs left, the errors met, and an event set when the last worker has stopped."""
+
+    def __init__(self, jobs: list[Callable[[], object]], n: int, cancel: threading.Event) -> None:
+        self.pending = list(jobs)
+        self.errors: list[BaseException] = []
+        self.lock = threading.Lock()
+        self.running = n
+        self.done = threading.Event()
+        self.cancel = cancel
+
+    def _next(self) -> Callable[[], object] | None:
+        with self.lock:
+            return self.pending.pop(0) if self.pending else None
+
+    def work(self) -> None:
         try:
-            while not cancel.is_set():
-                with lock:
-                    if not pending:
-                        return
-                    job = pending.pop(0)
+            while not self.cancel.is_set():
+                job = self._next()
+                if job is None:
+                    return
                 try:
                     job()
                 except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                    cancel.set()
-                    with lock:
-                        errors.append(exc)
+                    self.cancel.set()
+                    with self.lock:
+                        self.errors.append(exc)
         finally:
-            with lock:
-                running[0] -= 1
-                if running[0] == 0:
-                    done.set()
+            with self.lock:
+                self.running -= 1
+                if self.running == 0:
+                    self.done.set()
 
-    interrupted = threading.Event()
-    previous = None
-    in_main = threading.current_thread() is threading.main_thread()
 
-    def on_sigint(signum, frame):  # runs in the main thread, between its waits
+@contextlib.contextmanager
+def _ctrl_c_cancels(interrupted: threading.Event, cancel: threading.Event) -> Iterator[None]:
+    """Inside, in the main thread: the first Ctrl-C sets ``interrupted`` and ``cancel``; a second
+    raises KeyboardInterrupt (stop waiting). Elsewhere no handler can be set: nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:  # runs in the main thread, between its waits
         if interrupted.is_set():
             raise KeyboardInterrupt  # the second Ctrl-C: stop waiting
         interrupted.set()
         cancel.set()
 
-    if in_main:
-        previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        for _ in range(n):
-            threading.Thread(target=worker, name="llmctl-pull", daemon=True).start()
-        try:
-            while not done.wait(0.1):
-                if interrupted.is_set():
-                    if not done.wait(QUIET_STOP):
-                        on_slow_stop("stopping: waiting for a transfer to notice (Ctrl-C again to quit now)")
-                        done.wait()
-                    break
-        except KeyboardInterrupt:
-            cancel.set()
-            interrupted.set()
+        yield
     finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
-    if interrupted.is_set():
-        raise Interrupted(interrupted_message())
-    if errors:
-        raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait(done: threading.Event, interrupted: threading.Event, cancel: threading.Event,
+          on_slow_stop: Callable[[str], None]) -> None:
+    """Until the workers have stopped; after Ctrl-C, say so if they take a while."""
+    try:
+        while not done.wait(0.1):
+            if interrupted.is_set():
+                if not done.wait(QUIET_STOP):
+                    on_slow_stop("stopping: waiting for a transfer to notice (Ctrl-C again to quit now)")
+                    done.wait()
+                break
+    except KeyboardInterrupt:
+        cancel.set()
+        interrupted.set()
