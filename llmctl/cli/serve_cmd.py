@@ -83,6 +83,12 @@ def serve(
 
     from ..gateway.server import serve as run_gateway
 
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started as a background job: uvicorn still stops on SIGINT, then re-raises it after its
+        # shutdown; ignored, that would end `serve` with 0 and no word. Say it and exit 130.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run_gateway(config, gw, on_ready=ready, log_level="info" if verbose else "warning", access_log=verbose)
     except KeyboardInterrupt:
