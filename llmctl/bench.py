@@ -142,7 +142,9 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
         prof = config.profile(name)
         for mode in modes:
             samples: list[dict] = []
-            error, code, hint = None, None, None
+            error: str | None = None
+            code: int | None = None
+            hint: str | None = None
             if mode == "cli" and prof.engine != "llama-server" and skip_impossible:
                 rows.append(BenchRow(profile=name, mode=mode, runs=0, prompt_tokens=None, gen_tokens=None,
                                      prompt_tps=None, gen_tps=None, ttft_ms=None, total_ms=0.0,
@@ -154,10 +156,10 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
                 try:
                     res = run_task(prompt, profile=name, mode=mode, config=config, timeout=timeout,
                                    overrides={"max_tokens": max_tokens, "temperature": 0.0, "seed": 42},
-                                   on_text=lambda s, stamps=chunks: stamps.append(time.monotonic()))
+                                   on_text=_stamper(chunks))
                 except LlmctlError as exc:
-                    code, _, hint = describe(exc)
-                    error, code = exc.message, int(code)
+                    exit_code, _, hint = describe(exc)
+                    error, code = exc.message, int(exit_code)
                     break
                 samples.append(sample_of(mode, res.timings, tokens_in=res.tokens_in, tokens_out=res.tokens_out,
                                          t0=t0, chunk_times=chunks, t_end=time.monotonic(),
@@ -173,6 +175,11 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
                 total_ms=_median([s["total_ms"] for s in samples]) or 0.0,
                 source=_source(samples), error=error, samples=samples, exit_code=code, hint=hint))
     return rows
+
+
+def _stamper(stamps: list[float]) -> Callable[[str], None]:
+    """``on_text`` for one request: notes when each piece of the answer arrived."""
+    return lambda text: stamps.append(time.monotonic())
 
 
 def _brief(sample: dict) -> str:

@@ -98,8 +98,8 @@ def parse_rocm_json(text: str) -> list[Gpu]:
         return []
     if not isinstance(data, dict):
         return []
-    system = data.get("system") if isinstance(data.get("system"), dict) else {}
-    driver = str(system.get("Driver version", "") or "")
+    system = data.get("system")
+    driver = str(system.get("Driver version", "") or "") if isinstance(system, dict) else ""
     out = []
     for key, card in data.items():
         m = re.fullmatch(r"card(\d+)", key)

@@ -32,7 +32,7 @@ class CatalogEntry:
 class Catalog(dict):
     """alias (lower case) -> :class:`CatalogEntry`."""
 
-    def get(self, alias: str, default=None):  # type: ignore[override]
+    def get(self, alias: str, default=None):
         return super().get(alias.lower(), default)
 
 

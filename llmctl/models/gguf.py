@@ -11,11 +11,16 @@ takes a few hundredths of a second.
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
+
+#: a GGUF file: a path, or a binary file object with ``read`` and ``seek`` (a local file, or
+#: :class:`llmctl.models.remote_gguf.RangeFile` over HTTP)
+Source = str | Path | BinaryIO | io.RawIOBase
 
 MAGIC = 0x46554747  #: b"GGUF" read as a little-endian uint32
 BLOCK = 1024 * 1024
@@ -144,7 +149,7 @@ def _value(c: _Cursor, vtype: int, keep: bool) -> Any:
     return c.num(_SCALAR[vtype]) if keep else c.skip(struct.calcsize(_SCALAR[vtype]))
 
 
-def read_header(source: str | Path | BinaryIO, wanted: Callable[[str], bool] = lambda k: True,
+def read_header(source: Source, wanted: Callable[[str], bool] = lambda k: True,
                 tensors: bool = False) -> Header:
     """The keys of a GGUF header for which ``wanted(key)`` is true (arrays of strings are never
     decoded) and, with ``tensors``, its tensor index. ``source`` is a path or a binary file
@@ -206,7 +211,7 @@ class ModelLayout:
     context_length: int | None = None  #: the model's training context (llama-server's -c 0)
 
 
-def header_fields(source: str | Path | BinaryIO, wanted: Callable[[str], bool]) -> dict[str, Any]:
+def header_fields(source: Source, wanted: Callable[[str], bool]) -> dict[str, Any]:
     """The metadata keys of a GGUF file for which ``wanted(key)`` is true, read in one pass
     over the key/value section by :func:`llmctl.models.gguf.read_header` (the vocabulary is
     stepped over, the tensor index and data are never read). ``source`` is a path or a binary
@@ -227,7 +232,7 @@ def layout_from_fields(fields: dict[str, Any], size: int) -> ModelLayout:
     """A :class:`ModelLayout` from the header keys :func:`layout_keys` picks and the size of all parts."""
     arch = fields.get("general.architecture")
 
-    def key(name: str):
+    def key(name: str) -> Any:
         return fields.get(f"{arch}.{name}") if arch else None
 
     kv = key("attention.head_count_kv")

@@ -20,7 +20,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, BinaryIO, Callable, cast
 
 from ..errors import ChecksumMismatch, HubUnreachable, NotEnoughSpace, UnsafeHubListing
 from .hub import RemoteFile, hub_errors, locate, unsafe_reason
@@ -50,23 +50,23 @@ class _Hasher:
         self._h = _new_hasher(how, size) if how else None
         self._thread = None
         if self._h is not None:
-            self._thread = threading.Thread(target=self._run, args=(prefix,), daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(self._h, prefix), daemon=True)
             self._thread.start()
 
-    def _run(self, prefix: int) -> None:
+    def _run(self, h: Any, prefix: int) -> None:
         with open(self.partial, "rb") as f:
             left = prefix
             while left > 0:
                 block = f.read(min(_READ, left))
                 if not block:
                     break
-                self._h.update(block)
+                h.update(block)
                 left -= len(block)
         while True:
             chunk = self._q.get()
             if chunk is None:
                 return
-            self._h.update(chunk)
+            h.update(chunk)
 
     def feed(self, chunk: bytes) -> None:
         if self._thread is not None and not self.dirty:
@@ -84,8 +84,8 @@ class _Hasher:
         """The digest of the whole file (after :meth:`stop`)."""
         if self.how is None:
             return None
-        if not self.dirty:
-            return self._h.hexdigest()
+        if not self.dirty and self._h is not None:
+            return str(self._h.hexdigest())
         h = _new_hasher(self.how, self.size)
         with open(self.partial, "rb") as f:
             for block in iter(lambda: f.read(_READ), b""):
@@ -187,8 +187,9 @@ def fetch(repo: str, revision: str, f: RemoteFile, work: Path, *, on_start: Call
                 if have < f.size:
                     loc = locate(repo, revision, f.path)
                     with hub_errors(repo, revision, f.path):
-                        http_get(loc.url, sink, resume_size=have, headers=loc.headers, expected_size=f.size,
-                                 displayed_filename=f.path, tqdm_class=silent_tqdm)
+                        # http_get writes, seeks, tells and truncates: all _Sink does, and all it needs
+                        http_get(loc.url, cast(BinaryIO, sink), resume_size=have, headers=loc.headers,
+                                 expected_size=f.size, displayed_filename=f.path, tqdm_class=silent_tqdm)
             finally:
                 hasher.stop()
     except OSError as exc:  # from the transfer, or from flushing the file

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import StateError, UnsafeFile
@@ -76,7 +77,7 @@ def write_new_private(path: Path | str, data: bytes) -> None:
         os.close(fd)
 
 
-def replace_private(path: Path, chunks) -> None:
+def replace_private(path: Path, chunks: Iterable[bytes]) -> None:
     """Atomically replace ``path`` with the bytes of ``chunks`` (a new 0600 file renamed over it)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = create_private(tmp)
@@ -144,7 +145,7 @@ def rotate_log(fd: int, path: Path, backups: int) -> None:
     os.ftruncate(fd, 0)
 
 
-def _chunks(fd: int, end: int, size: int = 1 << 20):
+def _chunks(fd: int, end: int, size: int = 1 << 20) -> Iterator[bytes]:
     offset = 0
     while offset < end:
         chunk = os.pread(fd, min(size, end - offset), offset)

@@ -131,7 +131,7 @@ class ProcId:
             return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - since_boot)
         return max(0.0, time.time() - self.create_time)
 
-    def to_list(self) -> list:
+    def to_list(self) -> list[float | int | None]:
         return [self.pid, self.create_time, self.start]
 
     @classmethod

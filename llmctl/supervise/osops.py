@@ -56,7 +56,7 @@ class OsOps:
         this process instead of init, so the keeper can still find and stop them."""
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+            return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
         except (OSError, AttributeError):
             return False
 
@@ -72,7 +72,7 @@ class OsOps:
 
     def reap(self) -> list[tuple[int, int | None, int | None]]:
         """Collect every exited child: (pid, exit code, signal)."""
-        out = []
+        out: list[tuple[int, int | None, int | None]] = []
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -118,7 +118,7 @@ class OsOps:
 
     def descendants(self, leader: ProcId) -> list[ProcId]:
         """The server's descendants plus our other children (re-parented orphans)."""
-        out = []
+        out: list[ProcId] = []
         try:
             procs = psutil.Process().children(recursive=True)
         except psutil.Error:

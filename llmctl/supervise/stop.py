@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Sequence
 
 import psutil
 
 from .identity import ProcId
 
 
-def tree(leader: ProcId | None, members: list[ProcId] = (), extra: list[psutil.Process] = ()) -> list[psutil.Process]:
+def tree(leader: ProcId | None, members: Sequence[ProcId] = (),
+         extra: Sequence[psutil.Process] = ()) -> list[psutil.Process]:
     """Every live process that belongs to the server: the leader, its descendants, its process
     group, recorded members (which may have escaped with setsid), and ``extra``."""
     found: dict[int, psutil.Process] = {}
@@ -72,8 +74,9 @@ def _signal_all(procs: list[psutil.Process], sig: int, group: int | None) -> Non
             pass
 
 
-def stop_tree(leader: ProcId | None, members: list[ProcId] = (), *, timeout: float = 10.0,
-              stop_signal: int = signal.SIGTERM, extra: list[psutil.Process] = ()) -> tuple[list[psutil.Process], bool]:
+def stop_tree(leader: ProcId | None, members: Sequence[ProcId] = (), *, timeout: float = 10.0,
+              stop_signal: int = signal.SIGTERM,
+              extra: Sequence[psutil.Process] = ()) -> tuple[list[psutil.Process], bool]:
     """Stop everything of the server. Return (survivors, killed) where ``killed`` says SIGKILL
     was needed. The process group is signalled only while its leader is the identified server."""
     procs = tree(leader, members, extra)
@@ -86,7 +89,7 @@ def stop_tree(leader: ProcId | None, members: list[ProcId] = (), *, timeout: flo
     killed = False
     if alive:
         killed = True
-        _signal_all(alive, signal.SIGKILL, group if group and leader.alive() else None)
+        _signal_all(alive, signal.SIGKILL, group if group and leader is not None and leader.alive() else None)
         _, alive = psutil.wait_procs(alive, timeout=5)
     deadline = time.monotonic() + 2
     while alive and time.monotonic() < deadline:
