@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -35,11 +35,11 @@ from ..inference.request import auth_headers
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from .config import GatewayConfig
-from .control import ServerControl
+from .control import ServerControl, SupervisorControl
 from .errors import BadRequest, Busy, Forbidden, GatewayHTTPError, NotRunning, Unauthorized, Unavailable, UpstreamFailed
 from .guard import Guard, error_response as _error_response
 from .metrics import Metrics
-from .pool import Lease, Pool
+from .pool import Pool
 from .proxy import (
     BeforeFirstByte,
     ProxyStream,
@@ -50,6 +50,7 @@ from .proxy import (
     usage_of,
     wait_disconnect,
 )
+from .records import Lease
 from .routing import CHAT, COMPLETIONS, EMBEDDINGS, Router, Target, check_body, prepare_body, served_names
 from .security import KEY_ENV, OPEN_PATHS, allowed_hosts, authorized, check_binding
 
@@ -74,14 +75,14 @@ class Gateway:
     """One gateway: the router, the pool (state owner), upstream clients and metrics."""
 
     def __init__(self, config: Config, gw: GatewayConfig, *, paths: Paths | None = None,
-                 control: Any = None) -> None:
+                 control: ServerControl | None = None) -> None:
         self.config, self.gw = config, gw
         self.paths = paths or Paths.from_env()
         self.router = Router(config)
         self.metrics = Metrics()
         self.upstreams = Upstreams(gw.upstream_timeout)
         self.budget = resolve_budget(config, gw)
-        self.pool = Pool(config, gw, control or ServerControl(config, self.paths), budget=self.budget,
+        self.pool = Pool(config, gw, control or SupervisorControl(config, self.paths), budget=self.budget,
                          metrics=self.metrics, on_stopped=self._stopped)
         self.served_model: dict[str, str] = {}  #: vLLM: the name the running server answers to
         self.started_wall = int(time.time())
@@ -162,7 +163,8 @@ class Gateway:
                 lease.release()
                 self.pool.suspect(name)
                 errors.append(Unavailable(f"{name}: {exc}", profile=name))
-                log.warning("%s: %s%s", name, exc, "; trying the next profile" if i + 1 < len(target.candidates) else "")
+                more = "; trying the next profile" if i + 1 < len(target.candidates) else ""
+                log.warning("%s: %s%s", name, exc, more)
                 continue
             except UsageError as exc:  # the profile's api_key_env is not set
                 lease.release()
@@ -207,8 +209,8 @@ class Gateway:
             body = await read_body(resp)
         except Exception as exc:  # noqa: BLE001 - the server broke off its answer
             self.pool.suspect(name)
-            raise UpstreamFailed(f"{name}: the server stopped in the middle of its answer ({exc or type(exc).__name__})",
-                                 profile=name) from None
+            raise UpstreamFailed(f"{name}: the server stopped in the middle of its answer "
+                                 f"({exc or type(exc).__name__})", profile=name) from None
         finally:
             lease.release()
         self.metrics.request(name, endpoint, resp.status_code, time.monotonic() - t0)
@@ -314,7 +316,8 @@ def _endpoint(gw: Gateway, name: str, fn: Callable) -> Callable:
             gw.metrics.request(None, name, 400, time.monotonic() - t0)
             return _error_response(BadRequest("the request body is nested too deeply"))
         except GatewayHTTPError as exc:
-            gw.metrics.request(exc.facts.get("profile"), name, exc.status, time.monotonic() - t0)
+            profile = exc.facts.get("profile")
+            gw.metrics.request(profile if isinstance(profile, str) else None, name, exc.status, time.monotonic() - t0)
             return _error_response(exc)
         except LlmctlError as exc:  # anything else llmctl raised: the server side failed
             log.warning("%s", exc.message)
@@ -341,7 +344,7 @@ class KeyCheck:
 
 
 def build_app(config: Config, gateway: GatewayConfig | None = None, *, paths: Paths | None = None,
-              control: Any = None) -> Starlette:
+              control: ServerControl | None = None) -> Starlette:
     """The gateway for ``config`` as a Starlette app; ``app.state.gateway`` is the
     :class:`Gateway`. Raises UsageError when it would bind beyond loopback without a key."""
     gw_cfg = gateway or GatewayConfig()

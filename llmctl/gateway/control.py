@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import SIGILL_FIX, IllegalInstruction, StartFailed, StartTimeout
 from ..paths import Paths
@@ -20,9 +21,27 @@ class Observed:
     message: str = ""
 
 
-class ServerControl:
-    """Supervisor calls, as the pool needs them. Another object with the same three methods can
-    stand in (the pool's unit tests drive it with one that only records calls)."""
+class ServerControl(Protocol):
+    """Supervisor calls, as the pool needs them. Each blocks: the pool runs them in worker
+    threads. :class:`SupervisorControl` is the real one; the pool's unit tests stand in one that
+    only records calls."""
+
+    def start(self, name: str) -> str:
+        """Start ``name``, wait until it is healthy; return how (``started``, ``adopted``,
+        ``already-running``); raise an LlmctlError when it cannot."""
+        ...
+
+    def stop(self, name: str) -> None:
+        """Stop ``name``; raise an LlmctlError when processes survive."""
+        ...
+
+    def status(self, names: list[str]) -> list[Observed]:
+        """What the supervisor says of each of ``names``."""
+        ...
+
+
+class SupervisorControl:
+    """:class:`ServerControl` through the :class:`~llmctl.Supervisor`."""
 
     poll = 0.05
 

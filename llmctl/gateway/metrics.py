@@ -16,11 +16,12 @@ update happens on the event loop, so nothing needs a lock.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 START_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 NO_PROFILE = ""
+Key = tuple[str, ...]  #: label values, in the order of the metric's label names
 
 
 class Histogram:
@@ -41,16 +42,40 @@ class Histogram:
                 break
 
 
+class PoolMetrics(Protocol):
+    """What the pool reports: starts and stops. :class:`Metrics` counts them; :data:`NO_METRICS`
+    drops them (a pool used without a gateway)."""
+
+    def start_result(self, profile: str, ok: bool, seconds: float) -> None: ...
+
+    def stopped(self, profile: str, reason: str) -> None: ...
+
+
+class NoMetrics:
+    """:class:`PoolMetrics` that counts nothing."""
+
+    def start_result(self, profile: str, ok: bool, seconds: float) -> None:
+        pass
+
+    def stopped(self, profile: str, reason: str) -> None:
+        pass
+
+
+NO_METRICS: PoolMetrics = NoMetrics()
+
+
 class Metrics:
+    """The gateway's counters, histograms and gauges; :meth:`render` writes them for Prometheus."""
+
     def __init__(self) -> None:
-        self.requests: dict[tuple, int] = defaultdict(int)
-        self.duration: dict[tuple, Histogram] = {}
-        self.ttfb: dict[tuple, Histogram] = {}
-        self.tokens: dict[tuple, int] = defaultdict(int)
-        self.starts: dict[tuple, int] = defaultdict(int)
-        self.start_duration: dict[tuple, Histogram] = {}
-        self.stops: dict[tuple, int] = defaultdict(int)
-        self.fallbacks: dict[tuple, int] = defaultdict(int)
+        self.requests: dict[Key, int] = defaultdict(int)
+        self.duration: dict[Key, Histogram] = {}
+        self.ttfb: dict[Key, Histogram] = {}
+        self.tokens: dict[Key, int] = defaultdict(int)
+        self.starts: dict[Key, int] = defaultdict(int)
+        self.start_duration: dict[Key, Histogram] = {}
+        self.stops: dict[Key, int] = defaultdict(int)
+        self.fallbacks: dict[Key, int] = defaultdict(int)
 
     # -- updates (event loop only) ---------------------------------------------------------
     def request(self, profile: str | None, endpoint: str, code: int, seconds: float) -> None:
@@ -119,25 +144,25 @@ def _esc(v: str) -> str:
     return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _labels(names: tuple[str, ...], values: tuple, extra: str = "") -> str:
+def _labels(names: tuple[str, ...], values: Key, extra: str = "") -> str:
     parts = [f'{n}="{_esc(v)}"' for n, v in zip(names, values)]
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
-def _counter(out: list[str], name: str, help_: str, labels: tuple[str, ...], data: dict) -> None:
+def _counter(out: list[str], name: str, help_: str, labels: tuple[str, ...], data: dict[Key, int]) -> None:
     out += [f"# HELP {name} {help_}", f"# TYPE {name} counter"]
     out += [f"{name}{_labels(labels, k)} {v}" for k, v in sorted(data.items())]
 
 
-def _histograms(out: list[str], name: str, help_: str, labels: tuple[str, ...], data: dict) -> None:
+def _histograms(out: list[str], name: str, help_: str, labels: tuple[str, ...], data: dict[Key, Histogram]) -> None:
     out += [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
     for k, h in sorted(data.items()):
         acc = 0
         for b, c in zip(h.buckets, h.counts):
             acc += c
-            le = 'le="%g"' % b
+            le = f'le="{b:g}"'
             out.append(f"{name}_bucket{_labels(labels, k, le)} {acc}")
         inf = 'le="+Inf"'
         out.append(f"{name}_bucket{_labels(labels, k, inf)} {h.count}")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import httpx
 
 from .errors import UpstreamTimeout
-from .pool import Lease
+from .records import Lease
 
 #: response headers not relayed (hop-by-hop, or recomputed by the gateway's server)
 HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"trailer",
@@ -64,7 +64,8 @@ class Upstreams:
         if self._closing:
             await asyncio.wait(list(self._closing), timeout=5)
 
-    async def open(self, name: str, method: str, url: str, headers: dict[str, str], content: bytes | None) -> httpx.Response:
+    async def open(self, name: str, method: str, url: str, headers: dict[str, str],
+                   content: bytes | None) -> httpx.Response:
         """Send the request; return the response with its body still to read. A connection the
         server closed while it sat in the pool (the server restarted) is retried once, on a
         fresh client; a refused connection is not."""

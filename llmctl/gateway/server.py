@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import LlmctlError, PortInUse
 from ..paths import Paths
 from ..profiles.schema import Config
 from .config import GatewayConfig
+
+if TYPE_CHECKING:
+    from .control import ServerControl
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -101,7 +104,8 @@ class RunningGateway:
 
 
 def start_in_thread(config: Config, gw: GatewayConfig | None = None, *, paths: Paths | None = None,
-                    control=None, ready_timeout: float = 30.0, log_level: str = "warning") -> RunningGateway:
+                    control: ServerControl | None = None, ready_timeout: float = 30.0,
+                    log_level: str = "warning") -> RunningGateway:
     """Serve in a daemon thread with its own event loop; return once it accepts requests.
     ``gw.port`` 0 picks a free port (``.url`` says which)."""
     from .app import build_app

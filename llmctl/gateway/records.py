@@ -1,0 +1,105 @@
+"""What the gateway's pool knows of each profile (:class:`Record`), a request's hold on a server
+(:class:`Lease`) and a waiting request (:class:`Waiter`). Written only by the pool, on its event
+loop (its ownership rule)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..profiles.schema import Profile
+from .policy import Server
+from .states import GatewayState
+
+
+@dataclass(eq=False)
+class Record:
+    """The gateway's knowledge of one profile."""
+
+    profile: Profile
+    state: GatewayState = GatewayState.STOPPED  #: changed only by Pool._set (the transition table)
+    inflight: int = 0  #: requests being served
+    waiting: set[int] = field(default_factory=set)  #: tickets of requests waiting for it
+    claims: set[int] = field(default_factory=set)  #: tickets of requests waiting to stop it
+    last_used: float = 0.0  #: monotonic time of the last request's end (or of its start)
+    ours: bool = False  #: the gateway started it (stopped on exit by default)
+    reason: str = ""  #: why it failed
+    failed_at: float | None = None
+    attempt: int = 0  #: start attempts so far
+    failed_attempt: int = 0  #: the last attempt that failed
+    version: int = 0  #: bumped by every transition (a refresh applies only to an unchanged record)
+    estimate: int = 0  #: bytes of GPU memory it is expected to take
+    since: float = field(default_factory=time.monotonic)
+    served: int = 0  #: requests admitted
+    limit: int = 1  #: requests it serves at once: its ``max_concurrent:``, else serve's
+    idle_ttl: float | None = None  #: idle seconds before it is stopped (see policy.idle_ttl)
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    def view(self) -> Server:
+        """The record as the policy reads it."""
+        return Server(self.name, self.state, self.inflight, self.limit, frozenset(self.waiting),
+                      frozenset(self.claims), self.profile.group, self.estimate, self.last_used,
+                      self.failed_at, self.failed_attempt, self.reason, self.idle_ttl)
+
+    def row(self, now: float) -> dict[str, Any]:
+        """The record for ``/v1/models``, ``/metrics`` and the dashboard."""
+        idle = self.state is GatewayState.RUNNING and not self.inflight
+        return {"name": self.name, "state": self.state.value, "inflight": self.inflight,
+                "waiting": len(self.waiting), "started_by_gateway": self.ours, "group": self.profile.group,
+                "idle_ttl": self.idle_ttl, "idle_s": round(now - self.last_used, 1) if idle else None,
+                "estimate_bytes": self.estimate or None, "reason": self.reason or None, "served": self.served}
+
+
+class Views(Mapping[str, Server]):
+    """The records as the policy reads them, each view built when first read (a request for a
+    running server reads only its own: the common case stays cheap however many profiles)."""
+
+    def __init__(self, records: Mapping[str, Record]) -> None:
+        self._records = records
+        self._views: dict[str, Server] = {}
+
+    def __getitem__(self, name: str) -> Server:
+        view = self._views.get(name)
+        if view is None:
+            view = self._views[name] = self._records[name].view()
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+class Lease:
+    """A request's hold on a running server; :meth:`release` (idempotent, synchronous) ends it."""
+
+    __slots__ = ("_on_release", "record", "released")
+
+    def __init__(self, record: Record, on_release: Callable[[Record], None]) -> None:
+        self.record, self.released, self._on_release = record, False, on_release
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._on_release(self.record)
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A request waiting in :meth:`Pool.acquire <llmctl.gateway.pool.Pool.acquire>`."""
+
+    ticket: int  #: arrival order
+    start: bool  #: may start the server (fallbacks tried for overflow may not)
+    attempt: int = 0  #: the start attempt it waits on
+    claimed: set[str] = field(default_factory=set)  #: the servers it put its claim on
+    why: str = ""  #: what it waits for, for the message when it gives up

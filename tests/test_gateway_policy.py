@@ -1,0 +1,242 @@
+"""The gateway's rules as a specification (llmctl.gateway.policy and states): each case is a
+world (the servers as plain data, the groups, the budget, the clock), a request, and what the
+gateway does with it. No event loop, no process: the pool carries these decisions out, and
+test_gateway_pool.py / test_gateway_swap.py run the same rules end to end."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import replace
+
+import pytest
+
+from llmctl.gateway.config import GatewayConfig
+from llmctl.gateway.policy import (
+    Admit,
+    Group,
+    Reject,
+    Request,
+    Server,
+    Start,
+    Wait,
+    World,
+    decide,
+    idle_expired,
+    idle_ttl,
+    primary_to_restore,
+    stop_on_exit,
+)
+from llmctl.gateway.pool import Pool
+from llmctl.gateway.states import TRANSITIONS, GatewayState, IllegalTransition, check_transition
+from llmctl.profiles.schema import Config, Profile
+
+STOPPED, STARTING, RUNNING, STOPPING, RECOVERING, FAILED = GatewayState
+NOW = 100.0
+
+
+def world(*servers: Server, groups: dict[str, Group] | None = None, budget: int | None = None,
+          closing: bool = False) -> World:
+    return World({s.name: s for s in servers}, groups or {}, budget, NOW, retry_failed_after=2.0, closing=closing)
+
+
+def duo(**kw) -> dict[str, Group]:
+    """One group of "a" and "b" (exclusive unless said otherwise)."""
+    return {"g": Group(("a", "b"), **kw)}
+
+
+def srv(name: str, state: GatewayState = STOPPED, **kw) -> Server:
+    kw.setdefault("limit", 2)
+    return Server(name, state, **kw)
+
+
+def a(state: GatewayState = STOPPED, **kw) -> Server:
+    return srv("a", state, group="g", **kw)
+
+
+def b(state: GatewayState = RUNNING, **kw) -> Server:
+    return srv("b", state, group="g", **kw)
+
+
+ASK_A = Request("a", ticket=5)
+
+CASES = [
+    # -- admission ------------------------------------------------------------------------
+    pytest.param(world(a(RUNNING, inflight=1)), ASK_A, Admit(), id="running with room: admitted"),
+    pytest.param(world(a(RUNNING, inflight=2)), ASK_A, Reject("busy"), id="running at max_concurrent: 429"),
+    pytest.param(world(a(RUNNING), closing=True), ASK_A, Reject("closing"), id="shutting down: refused"),
+    pytest.param(world(a(RUNNING, claims=frozenset({3}))), ASK_A, Wait(),
+                 id="claimed for a swap by an earlier request: a later one waits its turn"),
+    pytest.param(world(a(RUNNING, claims=frozenset({7}))), ASK_A, Admit(),
+                 id="claimed by a later request: an earlier one is still served"),
+    pytest.param(world(a(STOPPED)), Request("a", 5, may_start=False), Reject("not-running"),
+                 id="a fallback that may not start it: refused when not running"),
+    # -- another start or stop in flight: wait for it -----------------------------------
+    pytest.param(world(a(STARTING)), ASK_A, Wait(), id="starting: waits for that start"),
+    pytest.param(world(a(STOPPING)), ASK_A, Wait(), id="stopping: waits, then starts it again"),
+    pytest.param(world(a(RECOVERING)), ASK_A, Wait(), id="its keeper restarts it: waits"),
+    pytest.param(world(a(STOPPED)), ASK_A, Start(), id="stopped: started"),
+    # -- failed starts --------------------------------------------------------------------
+    pytest.param(world(a(FAILED, failed_at=NOW - 1)), ASK_A, Reject("failed"),
+                 id="failed a moment ago: 503 until retry_failed_after"),
+    pytest.param(world(a(FAILED, failed_at=NOW - 3)), ASK_A, Start(), id="failed long enough ago: retried"),
+    pytest.param(world(a(FAILED, failed_attempt=3)), Request("a", 5, attempt=3), Reject("failed"),
+                 id="the start this request waited on failed: 503, not another start"),
+    # -- exclusive groups -----------------------------------------------------------------
+    pytest.param(world(a(), b(), groups=duo()), ASK_A, Start((("b", "swap"),)),
+                 id="exclusive group: the idle member is swapped out first"),
+    pytest.param(world(a(), b(inflight=1), groups=duo()), ASK_A, Wait(claim=("b",)),
+                 id="exclusive group: a member serving a request is claimed, never stopped"),
+    pytest.param(world(a(), b(waiting=frozenset({2})), groups=duo()), ASK_A, Wait(claim=("b",)),
+                 id="exclusive group: an older request waiting for the member keeps it"),
+    pytest.param(world(a(), b(claims=frozenset({2})), groups=duo()), ASK_A, Wait(claim=("b",)),
+                 id="exclusive group: an older claim on the member comes first"),
+    pytest.param(world(a(), b(STARTING), groups=duo()), ASK_A, Wait(claim=("b",)),
+                 id="exclusive group: a member still starting is claimed and waited for"),
+    pytest.param(world(a(), b(STOPPING), groups=duo()), ASK_A, Wait(),
+                 id="exclusive group: a member already stopping is waited for, not claimed"),
+    pytest.param(world(a(), b(STOPPED), groups=duo()), ASK_A, Start(), id="exclusive group: nothing else live"),
+    pytest.param(world(a(), b(), groups=duo(exclusive=False)), ASK_A, Start(),
+                 id="a group that is not exclusive: members run side by side"),
+    pytest.param(world(a(), b(), groups=duo(primary="b")), ASK_A, Start((("b", "swap"),)),
+                 id="group with a primary: asking for the other member swaps the primary out"),
+    # -- the VRAM budget ------------------------------------------------------------------
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100), budget=200), ASK_A, Start(),
+                 id="budget: fits beside what runs"),
+    pytest.param(world(srv("a", estimate=201), budget=200), ASK_A, Reject("too-big"),
+                 id="budget: more than the whole budget is refused"),
+    pytest.param(world(srv("a", estimate=0), srv("b", RUNNING, estimate=200), budget=200), ASK_A, Start(),
+                 id="budget: an unknown estimate is never held back"),
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, last_used=50),
+                       srv("c", RUNNING, estimate=100, last_used=80), budget=250), ASK_A, Start((("b", "budget"),)),
+                 id="budget: the least recently used idle server goes"),
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, last_used=10, inflight=1),
+                       srv("c", RUNNING, estimate=100, last_used=80), budget=250), ASK_A, Start((("c", "budget"),)),
+                 id="budget: an idle server goes before a busy one, however recently used"),
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=200, inflight=1), budget=250), ASK_A,
+                 Wait(claim=("b",)), id="budget: a server serving a request is never stopped: claimed, waited for"),
+    pytest.param(world(srv("a", estimate=200), srv("b", RUNNING, estimate=100, last_used=10),
+                       srv("c", RUNNING, estimate=100, last_used=20), budget=250), ASK_A,
+                 Start((("b", "budget"), ("c", "budget"))), id="budget: as many as it takes, oldest first"),
+    pytest.param(world(srv("a", estimate=100), srv("b", STOPPING, estimate=100),
+                       srv("c", RUNNING, estimate=100), budget=250), ASK_A, Wait(),
+                 id="budget: a server already stopping counts first (waited for, not claimed)"),
+    pytest.param(world(a(estimate=200), b(estimate=200), srv("c", RUNNING, estimate=100), groups=duo(), budget=300),
+                 ASK_A, Start((("b", "swap"),)), id="budget: the swapped-out member's memory counts"),
+]
+
+
+@pytest.mark.parametrize(("w", "req", "expected"), CASES)
+def test_decide(w: World, req: Request, expected):
+    assert decide(w, req) == expected
+
+
+def test_a_wait_and_a_refusal_say_why():
+    assert decide(world(a(), b(inflight=1), groups=duo()), ASK_A).why == "waiting for b (busy) to make room for a"
+    too_big = decide(world(srv("a", estimate=3 << 30), budget=2 << 30), ASK_A)
+    assert "more than the whole VRAM budget" in too_big.text and "GiB" in too_big.text
+    assert decide(world(a(FAILED, failed_at=NOW, reason="exited with code 1")), ASK_A).text == "exited with code 1"
+
+
+def test_a_start_never_stops_a_server_serving_or_owed_a_request():
+    """The invariant behind the table, over many random worlds: a Start's victims are idle,
+    with no older request waiting for them and no older claim on them."""
+    rnd = random.Random(13)
+    states = list(GatewayState)
+    for _ in range(3000):
+        servers = [Server(n, rnd.choice(states), inflight=rnd.choice([0, 0, 1, 3]), limit=4,
+                          waiting=frozenset(rnd.sample(range(1, 10), rnd.randint(0, 2))),
+                          claims=frozenset(rnd.sample(range(1, 10), rnd.randint(0, 1))),
+                          group=rnd.choice([None, "g"]), estimate=rnd.choice([0, 100, 200]),
+                          last_used=rnd.random() * NOW) for n in "abcde"]
+        groups = {"g": Group(tuple(s.name for s in servers if s.group == "g"), exclusive=rnd.random() < 0.8)}
+        w = World({s.name: s for s in servers}, groups, rnd.choice([None, 300, 500]), NOW)
+        req = Request(rnd.choice("abcde"), ticket=rnd.randint(1, 10))
+        d = decide(w, req)
+        if isinstance(d, Start):
+            for name, _ in d.victims:
+                v = w.servers[name]
+                assert v.state is RUNNING and v.inflight == 0, (w, req, d)
+                assert not any(t < req.ticket for t in v.waiting | v.claims), (w, req, d)
+
+
+# -- idle TTL and the primary's return -------------------------------------------------------
+@pytest.mark.parametrize(("server", "expired"), [
+    pytest.param(srv("a", RUNNING, idle_ttl=10, last_used=NOW - 10), True, id="idle for its TTL: stopped"),
+    pytest.param(srv("a", RUNNING, idle_ttl=10, last_used=NOW - 9), False, id="not yet"),
+    pytest.param(srv("a", RUNNING, idle_ttl=None, last_used=0), False, id="no TTL: never"),
+    pytest.param(srv("a", RUNNING, idle_ttl=10, last_used=0, inflight=1), False, id="serving a request"),
+    pytest.param(srv("a", RUNNING, idle_ttl=10, last_used=0, waiting=frozenset({1})), False, id="awaited"),
+    pytest.param(srv("a", RUNNING, idle_ttl=10, last_used=0, claims=frozenset({1})), False, id="claimed"),
+    pytest.param(srv("a", RECOVERING, idle_ttl=10, last_used=0), False, id="not running"),
+])
+def test_idle_expired(server: Server, expired: bool):
+    assert idle_expired(world(server)) == (["a"] if expired else [])
+
+
+def test_idle_ttl_of_a_group_member():
+    g = Group(("main", "side"), primary="main")
+    assert idle_ttl("side", None, g, 60.0) == 60.0  # serve --primary-return
+    assert idle_ttl("side", 5.0, g, 60.0) == 5.0  # its own idle_ttl wins
+    assert idle_ttl("main", None, g, 60.0) is None  # the primary stays
+    assert idle_ttl("x", None, Group(("x", "y")), 60.0) is None  # no primary: no default
+
+
+@pytest.mark.parametrize(("servers", "budget", "closing", "expected"), [
+    pytest.param([srv("main"), srv("side")], None, False, "main", id="the group went idle: the primary returns"),
+    pytest.param([srv("main", FAILED), srv("side")], None, False, "main", id="even after a failed start"),
+    pytest.param([srv("main"), srv("side"), srv("third", STARTING)], None, False, None,
+                 id="another member is live: not"),
+    pytest.param([srv("main"), srv("side", waiting=frozenset({4}))], None, False, None,
+                 id="a request waits for a member: not"),
+    pytest.param([srv("main", estimate=200), srv("side"), srv("x", RUNNING, estimate=200)], 300, False, None,
+                 id="it would have to stop something: not"),
+    pytest.param([srv("main"), srv("side")], None, True, None, id="shutting down: not"),
+])
+def test_primary_to_restore(servers: list[Server], budget: int | None, closing: bool, expected: str | None):
+    servers = [s if s.name == "x" else replace(s, group="duo") for s in servers]
+    g = {"duo": Group(tuple(s.name for s in servers if s.group == "duo"), primary="main")}
+    w = World({s.name: s for s in servers}, g, budget, NOW, closing=closing)
+    assert primary_to_restore(w, "side", ticket=9) == expected
+    assert primary_to_restore(w, "main", ticket=9) is None  # the primary itself went idle: nothing to bring back
+
+
+@pytest.mark.parametrize(("state", "ours", "policy", "stop"), [
+    (STARTING, False, "started", True), (RUNNING, True, "started", True), (RUNNING, False, "started", False),
+    (RUNNING, False, "all", True), (FAILED, False, "all", True), (STOPPED, True, "all", False),
+    (STARTING, True, "none", False), (STOPPING, True, "all", False),
+])
+def test_stop_on_exit(state: GatewayState, ours: bool, policy: str, stop: bool):
+    assert stop_on_exit(state, ours, policy) is stop
+
+
+# -- states -----------------------------------------------------------------------------------
+def test_every_transition_not_in_the_table_raises():
+    for old, new in itertools.product(GatewayState, GatewayState):
+        if new in TRANSITIONS[old]:
+            check_transition(old, new)
+        else:
+            with pytest.raises(IllegalTransition, match=f"{old.value} -> {new.value}"):
+                check_transition(old, new)
+    assert STOPPING not in TRANSITIONS[STOPPED] and RUNNING not in TRANSITIONS[STOPPING]
+
+
+class NoControl:
+    """The pool is never started here, so nothing calls these."""
+
+    def start(self, name: str) -> str:
+        raise AssertionError(name)
+
+    stop = status = start
+
+
+def test_pool_set_takes_only_a_gateway_state_and_an_allowed_transition():
+    pool = Pool(Config(profiles={"a": Profile(name="a", model="m.gguf", port=1)}), GatewayConfig(), NoControl())
+    rec = pool.records["a"]
+    with pytest.raises(IllegalTransition, match="not a GatewayState"):
+        pool._set(rec, "starting")  # type: ignore[arg-type]
+    with pytest.raises(IllegalTransition, match="stopped -> stopping"):
+        pool._set(rec, STOPPING)
+    assert rec.state is STOPPED and rec.version == 0
+    pool._set(rec, STARTING)
+    assert rec.state is STARTING and rec.state == "starting" and rec.version == 1
