@@ -23,7 +23,7 @@ def protocol_class(header_timeout: float) -> type:
         _deadline = None
         _awaiting = True  #: the next request's headers are not complete yet
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm()
 

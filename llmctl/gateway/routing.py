@@ -34,9 +34,9 @@ class Router:
             self.names[t] = ("task", t)
         for p in config.profiles:
             self.names.setdefault(p, ("profile", p))
-        for p in config.profiles.values():
-            for alias in served_names(p):
-                self.names.setdefault(alias, ("profile", p.name))
+        for prof in config.profiles.values():
+            for alias in served_names(prof):
+                self.names.setdefault(alias, ("profile", prof.name))
         self._targets: dict[str, Target] = {}
 
     def resolve(self, model: Any) -> Target:

@@ -27,6 +27,7 @@ import ipaddress
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import UsageError
@@ -63,11 +64,11 @@ def read_key_file(path: str | Path) -> str:
     return key
 
 
-def resolve_key(host: str, key_file: str | Path | None = None, env: dict | None = None) -> str | None:
+def resolve_key(host: str, key_file: str | Path | None = None, env: Mapping[str, str] | None = None) -> str | None:
     """The key clients must send: from the file, else ``$LLMCTL_GATEWAY_KEY``; required (else
     UsageError) when ``host`` is not loopback."""
-    env = os.environ if env is None else env
-    key = read_key_file(key_file) if key_file else (env.get(KEY_ENV) or None)
+    environ = os.environ if env is None else env
+    key = read_key_file(key_file) if key_file else (environ.get(KEY_ENV) or None)
     check_binding(host, key)
     return key
 
@@ -117,4 +118,4 @@ def host_allowed(value: str | None, extra: frozenset[str]) -> bool:
 
 def is_json_type(content_type: str | None) -> bool:
     """``application/json``, with or without parameters (``; charset=utf-8``)."""
-    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == "application/json"
+    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == "application/json"
