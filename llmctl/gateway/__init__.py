@@ -6,7 +6,9 @@
     serve(load_profiles(["llmctl.yaml"]), GatewayConfig(port=8800))             # or run it (blocks)
 
 Modules: config (settings), routing (the request's `model` -> task/profiles, parameters),
-pool (the ONE owner of routing state: starts, stops, swaps, idle TTL, budget, limits),
+policy (the pure decisions: admit, wait, start with victims, refuse; idle TTL, primary return,
+budget), states (GatewayState and its transition table), pool (the ONE owner of routing state:
+carries the decisions out; its records in records, its clock and supervisor refresh in reaper),
 control (the blocking Supervisor calls the pool runs in worker threads), proxy (upstream
 forwarding and SSE passthrough), metrics (Prometheus text), security (keys, binding),
 app (the Starlette app), server (uvicorn: foreground or in a thread).
