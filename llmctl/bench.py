@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from .profiles.schema import Config
 
@@ -48,24 +48,24 @@ class BenchRow:
     total_ms: float  #: whole request (median), model load included in cli mode
     source: str | None = None  #: where the speeds come from: server | tool | client | mixed
     error: str | None = None
-    samples: list[dict] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
     exit_code: int | None = field(default=None, repr=False)  #: the error's exit code; not in to_dict
     hint: str | None = field(default=None, repr=False)  #: what to do about the error; not in to_dict
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("exit_code")
         d.pop("hint")
         return d
 
 
-def _median(values: list) -> float | None:
+def _median(values: list[Any]) -> float | None:
     vals = [v for v in values if v is not None]
     return round(statistics.median(vals), 2) if vals else None
 
 
 def client_speeds(t0: float, chunk_times: list[float], prompt_tokens: int | None,
-                  completion_tokens: int | None) -> dict:
+                  completion_tokens: int | None) -> dict[str, Any]:
     """Speeds measured by the client, for an engine that reports no timings of its own.
 
     ``t0``: when the request was sent; ``chunk_times``: when each streamed piece of answer
@@ -80,7 +80,7 @@ def client_speeds(t0: float, chunk_times: list[float], prompt_tokens: int | None
 
     A figure that cannot be computed (no piece, one token only, no prompt count) is None.
     """
-    out: dict = {"ttft_ms": None, "prompt_tps": None, "gen_tps": None,
+    out: dict[str, Any] = {"ttft_ms": None, "prompt_tps": None, "gen_tps": None,
                  "gen_tokens": completion_tokens if completion_tokens is not None else len(chunk_times)}
     if not chunk_times:
         return out
@@ -95,8 +95,8 @@ def client_speeds(t0: float, chunk_times: list[float], prompt_tokens: int | None
     return out
 
 
-def sample_of(mode: str, timings: dict, *, tokens_in: int | None, tokens_out: int | None, t0: float,
-              chunk_times: list[float], t_end: float, finish_reason: str | None = None) -> dict:
+def sample_of(mode: str, timings: dict[str, Any], *, tokens_in: int | None, tokens_out: int | None, t0: float,
+              chunk_times: list[float], t_end: float, finish_reason: str | None = None) -> dict[str, Any]:
     """One request's figures: the engine's own timings where present, else the client's."""
     reporter = "server" if mode == "server" else "tool"
     measured = client_speeds(t0, chunk_times, tokens_in or timings.get("prompt_n"),
@@ -120,7 +120,7 @@ def sample_of(mode: str, timings: dict, *, tokens_in: int | None, tokens_out: in
             "finish_reason": finish_reason}
 
 
-def _source(samples: list[dict]) -> str | None:
+def _source(samples: list[dict[str, Any]]) -> str | None:
     found = {s["source"] for s in samples}
     return found.pop() if len(found) == 1 else ("mixed" if found else None)
 
@@ -141,7 +141,7 @@ def bench(config: Config, names: list[str], *, modes: tuple[str, ...] = MODES, r
     for name in names:
         prof = config.profile(name)
         for mode in modes:
-            samples: list[dict] = []
+            samples: list[dict[str, Any]] = []
             error: str | None = None
             code: int | None = None
             hint: str | None = None
@@ -182,7 +182,7 @@ def _stamper(stamps: list[float]) -> Callable[[str], None]:
     return lambda text: stamps.append(time.monotonic())
 
 
-def _brief(sample: dict) -> str:
+def _brief(sample: dict[str, Any]) -> str:
     """One progress line: what a person watching wants from a sample."""
     def num(key: str, fmt: str) -> str:
         v = sample.get(key)

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 MIB = 1024 * 1024
 NVIDIA_GPU_QUERY = "index,uuid,name,memory.total,memory.used,memory.free,driver_version"
@@ -27,7 +28,7 @@ class Gpu:
     uuid: str = ""
     driver: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
