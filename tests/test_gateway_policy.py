@@ -28,8 +28,9 @@ from llmctl.gateway.policy import (
     stop_on_exit,
 )
 from llmctl.gateway.pool import Pool
-from llmctl.gateway.states import TRANSITIONS, GatewayState, IllegalTransition, check_transition
+from llmctl.gateway.states import FROM_SUPERVISOR, TRANSITIONS, GatewayState, IllegalTransition, check_transition
 from llmctl.profiles.schema import Config, Profile
+from llmctl.supervise.states import State
 
 STOPPED, STARTING, RUNNING, STOPPING, RECOVERING, FAILED = GatewayState
 NOW = 100.0
@@ -219,6 +220,11 @@ def test_every_transition_not_in_the_table_raises():
             with pytest.raises(IllegalTransition, match=f"{old.value} -> {new.value}"):
                 check_transition(old, new)
     assert STOPPING not in TRANSITIONS[STOPPED] and RUNNING not in TRANSITIONS[STOPPING]
+
+
+def test_every_supervisor_state_has_a_gateway_reading():
+    assert set(FROM_SUPERVISOR) == set(State)
+    assert FROM_SUPERVISOR["backoff"] is RECOVERING and FROM_SUPERVISOR["unhealthy"] is RUNNING
 
 
 class NoControl:

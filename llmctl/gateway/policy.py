@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..units import format_size
-from .states import LIVE, GatewayState
+from .states import HOLDS_MEMORY, GatewayState
 
 S = GatewayState
 StopWhy = Literal["swap", "budget"]
@@ -157,13 +157,13 @@ def victims(world: World, name: str, ticket: int) -> tuple[tuple[str, StopWhy], 
     group = world.groups.get(srv.group or "")
     if group is not None and group.exclusive:
         for m in group.members:
-            if m != name and world.servers[m].state in LIVE:
+            if m != name and world.servers[m].state in HOLDS_MEMORY:
                 out[m] = "swap"
     if world.budget is None or not srv.estimate:
         return tuple(out.items())
     if srv.estimate > world.budget:
         return None
-    live = [s for s in world.servers.values() if s.name != name and s.state in LIVE and s.estimate]
+    live = [s for s in world.servers.values() if s.name != name and s.state in HOLDS_MEMORY and s.estimate]
     used = sum(s.estimate for s in live) - sum(world.servers[v].estimate for v in out)
     order = sorted((s for s in live if s.name not in out),
                    key=lambda s: (s.state is not S.STOPPING, not evictable(s, ticket), s.last_used))
@@ -199,7 +199,7 @@ def primary_to_restore(world: World, went_idle: str, ticket: int) -> str | None:
         return None
     if world.servers[group.primary].state not in (S.STOPPED, S.FAILED):
         return None
-    if any(m.state in LIVE or m.waiting or m.claims for m in (world.servers[n] for n in group.members)):
+    if any(m.state in HOLDS_MEMORY or m.waiting or m.claims for m in (world.servers[n] for n in group.members)):
         return None
     return group.primary if victims(world, group.primary, ticket) == () else None
 

@@ -1,5 +1,6 @@
 """The gateway's view of one profile's server: its states, their named group, and the table of
-allowed transitions. Imports nothing of llmctl: the pool and the policy both read it.
+allowed transitions. Imports only the supervisor's states (which import nothing): the pool and
+the policy both read it.
 
 The gateway keeps its own states, not the supervisor's: it must know a start or a stop it asked
 for is under way (``starting``, ``stopping``) before the supervisor's files say so, and it reads
@@ -13,7 +14,10 @@ every supervisor state that means "the keeper is bringing it back" as ``recoveri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
+
+from ..supervise.states import State
 
 
 class GatewayState(str, Enum):
@@ -36,12 +40,14 @@ class GatewayState(str, Enum):
 
 S = GatewayState
 
-#: states in which a server holds (or is about to hold, or still holds) its memory
-LIVE = frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.RECOVERING})
+#: states in which a server holds (or is about to hold, or still holds) its memory: a swap or
+#: the budget must stop it before another takes its place
+HOLDS_MEMORY = frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.RECOVERING})
 
-#: the supervisor's states as the gateway reads them (any other: stopped)
-FROM_SUPERVISOR = {"running": S.RUNNING, "unhealthy": S.RUNNING, "starting": S.RECOVERING,
-                   "backoff": S.RECOVERING, "stopped": S.STOPPED, "failed": S.FAILED}
+#: the supervisor's states as the gateway reads them (any other: stopped); keyed by str too
+FROM_SUPERVISOR: Mapping[str, GatewayState] = {
+    State.RUNNING: S.RUNNING, State.UNHEALTHY: S.RUNNING, State.STARTING: S.RECOVERING,
+    State.BACKOFF: S.RECOVERING, State.STOPPED: S.STOPPED, State.FAILED: S.FAILED}
 
 #: every transition the pool makes, each with who makes it. A refresh (the supervisor's view:
 #: ``llmctl up/down`` elsewhere, a crash, a keeper's restart) may move a record that is neither
