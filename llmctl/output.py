@@ -58,6 +58,10 @@ class Output:
     def info(self, msg: str) -> None:
         self._err("", msg, "0")
 
+    def note(self, msg: str) -> None:
+        """A note from the library (a fallback taken, a parameter left out): ``note: msg``."""
+        self.info(f"note: {msg}")
+
     def ok(self, msg: str) -> None:
         self._err("✓ " if self.err_tty else "", msg, "32")
 

@@ -21,10 +21,10 @@ def _check_names(names) -> None:
         check_name(n)
 
 
-def _supervisor(config=None):
+def _supervisor(config=None, out: Output | None = None):
     from ..supervise.control import Supervisor
 
-    return Supervisor(config)
+    return Supervisor(config, warn=out.warn if out else None)
 
 
 class _Progress:
@@ -64,15 +64,18 @@ class _Progress:
 
 
 def up(names: NamesArg,
-       timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for health (overrides start_timeout).")] = None,
-       force: Annotated[bool, typer.Option("--force", help="Start even if the GPU memory estimate says it won't fit.")] = False,
-       pull: Annotated[bool, typer.Option("--pull", help="Pull missing models (catalog aliases, hf: references) first.")] = False,
+       timeout: Annotated[Optional[float], typer.Option(
+           help="Seconds to wait for health (overrides start_timeout).")] = None,
+       force: Annotated[bool, typer.Option(
+           "--force", help="Start even if the GPU memory estimate says it won't fit.")] = False,
+       pull: Annotated[bool, typer.Option(
+           "--pull", help="Pull missing models (catalog aliases, hf: references) first.")] = False,
        json: JsonOpt = False) -> None:
     """Start profiles in parallel, detached; return once each answers its health check."""
     _check_names(names)
     out = Output(json)
     config = load_config()
-    sup = _supervisor(config)
+    sup = _supervisor(config, out)
     if pull:
         from ..models.progress import progress_for
         from ..models.pull import ensure_model
@@ -204,7 +207,8 @@ def _launcher_logs(paths, name: str, lines: int, follow: bool) -> None:
 
 
 def plan(names: NamesArg,
-         vram_budget: Annotated[Optional[str], typer.Option(help="Compare with this budget (e.g. 22GiB) instead.")] = None,
+         vram_budget: Annotated[Optional[str], typer.Option(
+             help="Compare with this budget (e.g. 22GiB) instead.")] = None,
          json: JsonOpt = False) -> None:
     """Estimate the GPU memory the profiles need and whether it fits; starts nothing."""
     from ..gpu.budget import make_plan
@@ -231,7 +235,7 @@ def plan(names: NamesArg,
     for n in p.problems:
         out.info(n)
     for n in p.notes:
-        out.info(f"note: {n}")
+        out.note(n)
 
 
 COMMANDS = {fn.__name__: handle_errors(fn) for fn in (up, down, restart, status, logs, plan)}

@@ -46,10 +46,13 @@ class SupervisorControl:
     poll = 0.05
 
     def __init__(self, config: Config, paths: Paths | None = None) -> None:
+        import logging
+
         from ..supervise.control import Supervisor
 
         self.config = config
-        self.supervisor = Supervisor(config, paths or Paths.from_env())
+        warn = logging.getLogger("llmctl.gateway").warning  # the supervisor's warnings, in the gateway's log
+        self.supervisor = Supervisor(config, paths or Paths.from_env(), warn=warn)
 
     def start(self, name: str) -> str:
         """Start ``name`` and wait until it is healthy; return ``started``, ``adopted`` or

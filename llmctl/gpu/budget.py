@@ -231,18 +231,12 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
     return plan
 
 
-def _stderr_warn(msg: str) -> None:
-    from ..output import Output
-
-    Output().warn(msg)
-
-
 def check_fits(config: Config, names: list[str], *, paths: Paths | None = None, running: dict[str, int] | None = None,
-               warn: Callable[[str], None] | None = _stderr_warn) -> Plan | None:
+               warn: Callable[[str], None] | None = None) -> Plan | None:
     """Raise :class:`VramExceeded` when the GPU profiles among ``names`` will not fit; skip the
     whole check (no probes, no header reads) when none of them uses a GPU. When it cannot be
-    told (an unknown estimate, a device the tools do not report), ``warn`` says so and nothing
-    is refused."""
+    told (an unknown estimate, a device the tools do not report), ``warn`` gets a sentence
+    saying so (the caller shows it) and nothing is refused."""
     gpu = [n for n in names if config.profile(n).backend != "cpu"]
     if not gpu:
         return None

@@ -137,7 +137,7 @@ def execute_run(opts: RunOptions, out: Output | None = None) -> None:
 
     def on_note(msg: str) -> None:
         if not opts.quiet:
-            out.info(msg)
+            out.note(msg)
 
     try:
         result = run_task(text, timeout=opts.timeout or None, on_text=None if opts.json else on_text,

@@ -86,7 +86,7 @@ def _server(route: Route, params: Params, prompt: str, images: list[str] | None,
     req = chat_request(prof, params, prompt, images, model=_served_model(prof, deadline))
     unused = [k for k in req.dropped if params.sampling.get(k) not in (0, None)]
     if unused:
-        note(f"note: {prof.engine} has no {', '.join(unused)}; not sent")
+        note(f"{prof.engine} has no {', '.join(unused)}; not sent")
     return stream_chat(req, name=prof.name, deadline=deadline, on_text=on_text)
 
 
@@ -96,7 +96,7 @@ def _cli(route: Route, params: Params, prompt: str, images: list[str] | None, de
 
     cmd = cli_command(route.profile, params, prompt, images, tool=tool)
     if cmd.skipped_args:
-        note(f"note: {cmd.tool} does not take {', '.join(cmd.skipped_args)} (from the profile's args:); left out")
+        note(f"{cmd.tool} does not take {', '.join(cmd.skipped_args)} (from the profile's args:); left out")
     return run_cli(cmd, params, name=route.profile.name, deadline=deadline, on_text=on_text), cmd.tool
 
 
@@ -107,8 +107,9 @@ def run_task(prompt: str, *, task: str | None = None, profile: str | None = None
              tool: str | None = None) -> RunResult:
     """Answer ``prompt`` with the task's (or profile's) server, a fallback, or a one-shot tool.
 
-    ``on_text`` gets the answer piece by piece as it is generated; ``on_note`` gets routing
-    notes (fallback used, cli mode). ``overrides`` are command-line parameters (``--set``).
+    ``on_text`` gets the answer piece by piece as it is generated; ``on_note`` gets notes as
+    plain sentences (fallback used, cli mode, a parameter the engine has no field for), for the
+    caller to show or keep: the library prints nothing. ``overrides`` are command-line parameters (``--set``).
     ``tool`` forces the one-shot tool of cli mode (default: llama-completion, else llama-cli).
     Raises NoServerAvailable, EngineError, RequestTimeout, UsageError...
     """
@@ -118,13 +119,13 @@ def run_task(prompt: str, *, task: str | None = None, profile: str | None = None
     config = load(config, files)
     p = plan(config, task=task, profile=profile, mode=mode, images=bool(images))
     params = params_for(config, p, overrides)
-    last: Exception | None = None
+    last: Unreachable | None = None
     for route in p.routes:
         prof = route.profile
         if route.why == "fallback" or route.mode == "cli" and mode == "auto":
-            note(f"note: {p.describe_states()}; using {prof.name} ({route.mode} mode, {route.why})")
+            note(f"{p.describe_states()}; using {prof.name} ({route.mode} mode, {route.why})")
         elif route.external:
-            note(f"note: {prof.name} answers at {prof.url} but was not started by llmctl")
+            note(f"{prof.name} answers at {prof.url} but was not started by llmctl")
         used_tool = None
         try:
             if route.mode == "server":
@@ -133,7 +134,7 @@ def run_task(prompt: str, *, task: str | None = None, profile: str | None = None
                 res, used_tool = _cli(route, params, prompt, images, deadline, on_text, note, tool)
         except Unreachable as exc:  # went away since `status`: try the next route
             last = exc
-            note(f"note: {exc.message}")
+            note(exc.message)
             continue
         timings = dict(res.timings)
         timings["total_ms"] = round((time.monotonic() - t0) * 1000, 1)

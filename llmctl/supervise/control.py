@@ -50,9 +50,11 @@ class StopResult:
 class Supervisor:
     """The keeper-based supervisor. ``config`` may be None for `down`/`status` of recorded servers."""
 
-    def __init__(self, config: Config | None = None, paths: Paths | None = None) -> None:
+    def __init__(self, config: Config | None = None, paths: Paths | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.config = config or Config()
         self.paths = paths or Paths.from_env()
+        self.warn = warn or (lambda msg: None)  #: gets warnings as sentences; the caller shows them
 
     # -- start ----------------------------------------------------------------------------
     def prepare(self, profile: Profile, start_timeout: float | None = None) -> LaunchSpec:
@@ -106,13 +108,11 @@ class Supervisor:
 
                 total = estimate_profile(prof, self.paths).total
                 if total is None:  # not counted: the check below cannot see it
-                    from ..output import Output
-
-                    Output().warn(f"GPU memory of the running {e.name} is unknown; the check leaves it out")
+                    self.warn(f"GPU memory of the running {e.name} is unknown; the check leaves it out")
                 else:
                     running[e.name] = total
         if to_start:
-            check_fits(self.config, to_start, paths=self.paths, running=running)
+            check_fits(self.config, to_start, paths=self.paths, running=running, warn=self.warn)
 
     def launch(self, specs: list[LaunchSpec], *, progress: Progress | None = None) -> list[StartResult]:
         """Start ready-made launch specs (any engine) under keepers and wait for health."""
