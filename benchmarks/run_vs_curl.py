@@ -8,7 +8,7 @@ LLMCTL_HOME. Each round runs, in turn:
   curl      `curl -sN` POSTing the exact body `llmctl run --dry-run` prints (stream, same sampling)
   llmctl    `llmctl run --profile bench ...` (the console script: Typer app, profile loading,
             routing through the state files, the streamed request)
-  fast      `python -m llmctl.inference.command run ...` (the same `run` without Typer: what the
+  fast      `python -m llmctl.cli.fast run ...` (the same `run` without Typer: what the
             console script costs once its entry point tries the fast path first)
   python    `python -c pass` (the interpreter's own start-up, for reference)
 Temperature 0 and a fixed seed make every answer the same length. Python's bytecode cache is on
@@ -80,7 +80,7 @@ def main() -> None:
             "curl": ["curl", "-sN", "--fail", "-H", "Content-Type: application/json", "--data-binary",
                      f"@{body}", server["url"]],
             "llmctl": ([llmctl] if llmctl else [sys.executable, "-m", "llmctl"]) + ["-f", str(prof), "run", *opts],
-            "fast": [sys.executable, "-m", "llmctl.inference.command", "-f", str(prof), "run", *opts],
+            "fast": [sys.executable, "-m", "llmctl.cli.fast", "-f", str(prof), "run", *opts],
             "python": [sys.executable, "-c", "pass"],
         }
         for argv in cmds.values():  # warm the page cache and the server's prompt cache

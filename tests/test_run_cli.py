@@ -1,5 +1,5 @@
 """The two parsers of `run`: the Typer command and the Typer-free fast path
-(llmctl.inference.command) must accept the same options and read them the same way."""
+(llmctl.cli.fast) must accept the same options and read them the same way."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 import typer
 
 from llmctl.cli.app import app
-from llmctl.inference.command import FLAG_OPTIONS, VALUE_OPTIONS, parse_fast
+from llmctl.cli.fast import parse_fast
+from llmctl.cli.run_options import FLAG_OPTIONS, VALUE_OPTIONS
 
 from .util import free_port
 
@@ -78,7 +79,7 @@ def test_global_file_option_before_run():
 def fast(*args: str, env: dict | None = None, input: str = "") -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "llmctl.inference.command", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "llmctl.cli.fast", *args], capture_output=True,
                           text=True, input=input, env={**os.environ, **(env or {})}, timeout=120)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import STATE
+from .context import STATE
 from .lazy import LazyGroup
 
 app = typer.Typer(
@@ -41,13 +41,11 @@ def main_options(
     STATE.files = list(file) if file else None
 
 
-
-
 def main() -> None:
     import os
 
     if "_LLMCTL_COMPLETE" in os.environ:  # a shell asking for completions (see `llmctl completion`)
-        from .completion_cmd import init_completion
+        from .completers import init_completion
 
         init_completion()
     app()

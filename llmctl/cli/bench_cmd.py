@@ -32,8 +32,7 @@ def bench(names: NamesArg,
     client from the streamed answer (source `client`, marked * in the table). Exit code: that
     of the first failed row (11 when a server is not running), else 0.
     """
-    from ..bench import MODES
-    from ..bench import bench as run_bench
+    from ..bench import MODES, bench as run_bench
     from ..errors import ExitCode, UsageError
 
     out = Output(json)
@@ -63,7 +62,7 @@ def bench(names: NamesArg,
                 out.error(f"{r.mode} mode: {r.error}", r.hint or "")
             elif not json:
                 out.hint(f"start it with `llmctl up {r.profile}`, or use --mode cli")
-        raise typer.Exit(failed[0].exit_code)
+        raise typer.Exit(failed[0].exit_code or 1)
 
 
 CLIENT = ("client", "mixed")  #: rows with figures the client measured: marked *

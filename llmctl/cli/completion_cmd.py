@@ -1,8 +1,8 @@
-"""`completion bash|zsh|fish [--install]`, and the dynamic completers of names.
+"""`completion bash|zsh|fish [--install]`.
 
 The scripts are click's shell-completion scripts (through its public API): at each TAB the
-shell runs `llmctl` with `_LLMCTL_COMPLETE` set, and the completers below answer with the
-profile, task and model names of the user's own files.
+shell runs `llmctl` with `_LLMCTL_COMPLETE` set, and the completers of :mod:`.completers`
+answer with the profile, task and model names of the user's own files.
 """
 
 from __future__ import annotations
@@ -15,54 +15,10 @@ import typer
 
 from ..output import Output
 from .common import handle_errors
+from .completers import init_completion
 
 SHELLS = ("bash", "zsh", "fish")
 COMPLETE_VAR = "_LLMCTL_COMPLETE"
-
-
-def _config():
-    try:
-        from .common import load_config
-
-        return load_config()
-    except Exception:  # noqa: BLE001 - completion must never fail loudly
-        return None
-
-
-def complete_profiles(ctx: typer.Context, incomplete: str) -> list[str]:
-    cfg = _config()
-    names = list(cfg.profiles) if cfg else []
-    try:  # plus servers llmctl has a record of (for `down`, `logs`)
-        from ..paths import Paths
-
-        names += [p.stem for p in Paths.from_env().state.glob("*.json") if p.stem not in names]
-    except OSError:
-        pass
-    return [n for n in names if n.startswith(incomplete)]
-
-
-def complete_tasks(ctx: typer.Context, incomplete: str) -> list[str]:
-    cfg = _config()
-    return [n for n in (cfg.tasks if cfg else {}) if n.startswith(incomplete)]
-
-
-def complete_models(ctx: typer.Context, incomplete: str) -> list[str]:
-    try:
-        from ..paths import Paths
-
-        root = Paths.from_env().models
-        names = [p.parent.name for p in root.glob("*/manifest.json")]
-    except OSError:
-        names = []
-    return [n for n in sorted(names) if n.startswith(incomplete)]
-
-
-def init_completion() -> None:
-    """Use Typer's completion classes (public module typer.completion): their scripts and
-    their answers speak the same protocol."""
-    import typer.completion
-
-    typer.completion.completion_init()
 
 
 def script(shell: str) -> str:
@@ -88,7 +44,8 @@ def install_path(shell: str) -> Path:
 
 
 def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")],
-               install: Annotated[bool, typer.Option("--install", help="Write it where the shell looks for it.")] = False) -> None:
+               install: Annotated[bool, typer.Option("--install",
+                                                     help="Write it where the shell looks for it.")] = False) -> None:
     """Print (or --install) the shell completion script; names of profiles, tasks and models
     complete from your own files."""
     if shell not in SHELLS:

@@ -43,7 +43,9 @@ def build(name: str) -> click.Command:
         parent.add_typer(obj, name=name)
     else:
         parent.command(name)(obj)
-    cmd = typer.main.get_command(parent).commands[name]
+    group = typer.main.get_command(parent)
+    assert isinstance(group, click.Group)
+    cmd = group.commands[name]
     if isinstance(cmd, TyperGroup):
         cmd.suggest_commands = False  # Click already says "Did you mean"; Typer would say it again
     return cmd
@@ -91,5 +93,6 @@ class LazyGroup(TyperGroup):
         except click.UsageError as exc:  # Typer's suggestion looks only at converted commands
             close = difflib.get_close_matches(args[0], list(WHERE)) if args else []
             if close and "Did you mean" not in exc.message:
-                exc.message = f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, close))}?"
+                raise click.UsageError(f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, close))}?",
+                                       ctx=exc.ctx) from None
             raise

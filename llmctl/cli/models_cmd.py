@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
+from ..errors import LlmctlError
 from ..output import Output
 from .common import JsonOpt, handle_errors
+from .completers import complete_models
 
 app = typer.Typer(rich_markup_mode=None, help="The local model store: list, show, rm, catalog.", no_args_is_help=True)
 
@@ -77,13 +79,14 @@ def list_(json: JsonOpt = False) -> None:
     from ..models.store import list_models
 
     out = Output(json)
-    rows, skipped = [], []
+    rows: list[dict[str, Any]] = []
+    skipped: list[LlmctlError] = []
     for directory, m in list_models(skipped=skipped):
         rows.append({"name": m.name, "reference": m.reference, "quant": m.quant, "size": m.size,
                      "path": str(m.main_path(directory)), "revision": m.revision, "verified": m.verified,
                      "source": m.source, "repo": m.repo})
     for err in skipped:
-        out.warn(f"{err.message} (left out; `llmctl models rm {Path(err.facts['path']).name}` removes the link)")
+        out.warn(f"{err.message} (left out; `llmctl models rm {Path(str(err.facts['path'])).name}` removes the link)")
     if json:
         out.data(rows)
         return
@@ -95,16 +98,10 @@ def list_(json: JsonOpt = False) -> None:
                 r["verified"] or "-", r["path"]] for r in rows])
 
 
-def _complete_models(ctx: typer.Context, incomplete: str) -> list[str]:
-    from .completion_cmd import complete_models
-
-    return complete_models(ctx, incomplete)
-
-
 @app.command("show")
 @handle_errors
 def show(name: Annotated[str, typer.Argument(help="A model's name in the store.", show_default=False,
-                                             autocompletion=_complete_models)],
+                                             autocompletion=complete_models)],
          json: JsonOpt = False) -> None:
     """A model's manifest, plus facts from its GGUF header (architecture, parameters, context, quant)."""
     from dataclasses import asdict
@@ -156,7 +153,7 @@ def show(name: Annotated[str, typer.Argument(help="A model's name in the store."
 @app.command("rm")
 @handle_errors
 def rm(names: Annotated[List[str], typer.Argument(help="Model names in the store.", show_default=False,
-                                                  autocompletion=_complete_models)],
+                                                  autocompletion=complete_models)],
        json: JsonOpt = False) -> None:
     """Delete models from the store (a linked import loses only its link)."""
     from ..models.store import check_store_name, remove_model

@@ -33,7 +33,8 @@ def list_(json: JsonOpt = False) -> None:
         out.data({"files": cfg.files,
                   "profiles": [{"name": p.name, "engine": p.engine, "model": p.model, "url": p.url,
                                 "backend": p.backend, "source": p.where()} for p in cfg.profiles.values()],
-                  "tasks": [{"name": t.name, "profile": t.profile, "fallback": t.fallback, "source": t.where()} for t in cfg.tasks.values()]})
+                  "tasks": [{"name": t.name, "profile": t.profile, "fallback": t.fallback, "source": t.where()}
+                            for t in cfg.tasks.values()]})
         return
     out.table(["profile", "engine", "model", "url", "backend", "file"],
               [[p.name, p.engine, p.model, p.url, p.backend, p.where()] for p in cfg.profiles.values()])

@@ -4,33 +4,28 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
 from ..errors import UsageError
 from ..output import Output
 from .common import STATE, JsonOpt, handle_errors, load_config
+from .completers import complete_profiles, complete_tasks
 
-
-def _complete_tasks(ctx: typer.Context, incomplete: str) -> list[str]:
-    from .completion_cmd import complete_tasks
-
-    return complete_tasks(ctx, incomplete)
-
-
-def _complete_profiles(ctx: typer.Context, incomplete: str) -> list[str]:
-    from .completion_cmd import complete_profiles
-
-    return complete_profiles(ctx, incomplete)
-
-
-TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", autocompletion=_complete_tasks, help="Task to run (routes to its profile, "
-                                                "with its fallbacks and parameters).", show_default=False)]
-ProfileOpt = Annotated[Optional[str], typer.Option("--profile", autocompletion=_complete_profiles, help="Profile to use (with --task: only this "
-                                                   "one, with the task's parameters).", show_default=False)]
+TaskOpt = Annotated[Optional[str], typer.Option(
+    "--task", "-t", autocompletion=complete_tasks, show_default=False,
+    help="Task to run (routes to its profile, with its fallbacks and parameters).")]
+ProfileOpt = Annotated[Optional[str], typer.Option(
+    "--profile", autocompletion=complete_profiles, show_default=False,
+    help="Profile to use (with --task: only this one, with the task's parameters).")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds the whole request may take (0: no limit).")]
 _S = "Sampling (overrides the task and defaults.sampling)"
+
+
+def _sampling(*decls: str, help: str) -> Any:
+    """A sampling option: under its own heading in --help, no default shown."""
+    return typer.Option(*decls, help=help, rich_help_panel=_S, show_default=False)
 
 
 def run(
@@ -40,25 +35,26 @@ def run(
     task: TaskOpt = None,
     profile: ProfileOpt = None,
     mode: Annotated[str, typer.Option("--mode", "-m", help="auto: the task's server, else a running fallback, "
-                                      "else cli; server: running servers only; cli: one-shot llama-completion.")] = "auto",
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.", rich_help_panel=_S, show_default=False)] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling threshold.", rich_help_panel=_S, show_default=False)] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="Keep the K most likely tokens.", rich_help_panel=_S, show_default=False)] = None,
-    min_p: Annotated[Optional[float], typer.Option(help="Minimum probability relative to the top token.", rich_help_panel=_S, show_default=False)] = None,
-    repeat_penalty: Annotated[Optional[float], typer.Option(help="Repeat penalty.", rich_help_panel=_S, show_default=False)] = None,
-    presence_penalty: Annotated[Optional[float], typer.Option(help="Presence penalty.", rich_help_panel=_S, show_default=False)] = None,
-    frequency_penalty: Annotated[Optional[float], typer.Option(help="Frequency penalty.", rich_help_panel=_S, show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.", rich_help_panel=_S, show_default=False)] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n", help="Most tokens to generate.", rich_help_panel=_S, show_default=False)] = None,
-    stop: Annotated[Optional[List[str]], typer.Option("--stop", help="Stop sequence (repeatable).", rich_help_panel=_S, show_default=False)] = None,
-    system: Annotated[Optional[str], typer.Option(help="System prompt (\"\" removes the task's).", rich_help_panel=_S, show_default=False)] = None,
-    set_: Annotated[Optional[List[str]], typer.Option("--set", help="Any parameter as key=value (JSON values; "
-                                                      "null unsets), e.g. --set mirostat=2 --set 'stop=[\"\\n\"]'.",
-                                                      rich_help_panel=_S, show_default=False)] = None,
+                                      "else cli; server: running servers only; cli: one-shot "
+                                      "llama-completion.")] = "auto",
+    temperature: Annotated[Optional[float], _sampling(help="Sampling temperature.")] = None,
+    top_p: Annotated[Optional[float], _sampling(help="Nucleus sampling threshold.")] = None,
+    top_k: Annotated[Optional[int], _sampling(help="Keep the K most likely tokens.")] = None,
+    min_p: Annotated[Optional[float], _sampling(help="Minimum probability relative to the top token.")] = None,
+    repeat_penalty: Annotated[Optional[float], _sampling(help="Repeat penalty.")] = None,
+    presence_penalty: Annotated[Optional[float], _sampling(help="Presence penalty.")] = None,
+    frequency_penalty: Annotated[Optional[float], _sampling(help="Frequency penalty.")] = None,
+    seed: Annotated[Optional[int], _sampling(help="Random seed.")] = None,
+    max_tokens: Annotated[Optional[int], _sampling("--max-tokens", "-n", help="Most tokens to generate.")] = None,
+    stop: Annotated[Optional[List[str]], _sampling("--stop", help="Stop sequence (repeatable).")] = None,
+    system: Annotated[Optional[str], _sampling(help="System prompt (\"\" removes the task's).")] = None,
+    set_: Annotated[Optional[List[str]], _sampling("--set", help="Any parameter as key=value (JSON values; null "
+                                                   "unsets), e.g. --set mirostat=2 --set 'stop=[\"\\n\"]'.")] = None,
     image: Annotated[Optional[List[str]], typer.Option("--image", help="Image file to send (repeatable); needs a "
                                                        "profile with `mmproj:`.", show_default=False)] = None,
     cli_tool: Annotated[Optional[str], typer.Option("--cli-tool", help="cli mode's tool: llama-completion "
-                                                    "(default), llama-cli or llama-mtmd-cli.", show_default=False)] = None,
+                                                    "(default), llama-cli or llama-mtmd-cli.",
+                                                    show_default=False)] = None,
     json: JsonOpt = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be sent, in both modes (server "
                                           "request and cli argv, as JSON), and exit.")] = False,
@@ -69,21 +65,17 @@ def run(
 
     Only the answer goes to stdout; notes go to stderr. `echo "$TEXT" | llmctl run --task summary`.
     """
-    from ..inference.command import RunOptions, execute_run
+    params = dict(locals())  # every parameter by name, as the fast path (llmctl/cli/fast.py) reads them
+    from .run_exec import RunOptions, execute_run
 
-    values = dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, repeat_penalty=repeat_penalty,
-                  presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
-                  max_tokens=max_tokens, stop=list(stop or []), system=system)
-    execute_run(RunOptions(prompt=prompt, task=task, profile=profile, mode=mode, values=values, set=list(set_ or []),
-                           image=list(image or []), cli_tool=cli_tool, json=json, dry_run=dry_run,
-                           timeout=timeout, quiet=quiet, files=STATE.files))
+    execute_run(RunOptions.from_params(params, STATE.files))
 
 
 def embed(
     texts: Annotated[Optional[List[str]], typer.Argument(help="Texts to embed (one vector each); `-` or "
                                                          "omitted: read stdin.", show_default=False)] = None,
     profile: Annotated[Optional[str], typer.Option(
-        "--profile", autocompletion=_complete_profiles, show_default=False,
+        "--profile", autocompletion=complete_profiles, show_default=False,
         help="Profile whose server makes the vectors (default: the first running one with "
              "`embeddings: true`).")] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Stdin holds one text per line (else: one text).")] = False,
@@ -111,8 +103,8 @@ def embed(
         out.text(_json.dumps(vec))
 
 
-tasks_app = typer.Typer(rich_markup_mode=None, help="Tasks: named jobs routed to a profile, with fallbacks and parameters.",
-                        no_args_is_help=True)
+tasks_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
+                        help="Tasks: named jobs routed to a profile, with fallbacks and parameters.")
 
 
 @tasks_app.command("list")
