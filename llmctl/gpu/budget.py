@@ -30,13 +30,19 @@ tell") unless what *is* known already does not fit. `up` refuses only a definite
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import VramExceeded
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from ..units import format_size, parse_size
 from .estimate import Estimate, estimate_profile
+
+if TYPE_CHECKING:
+    from .probe import Gpu, GpuReport
+
+#: the GPUs a profile is on (None: cannot tell, [] anywhere), and why it cannot be told
+Placement = tuple["list[Gpu] | None", "str | None"]
 
 MIB = 1024 * 1024
 _VENDOR = {"cuda": "nvidia", "rocm": "amd"}
@@ -55,7 +61,7 @@ class GpuShare:
     def fits(self) -> bool | None:
         return None if self.free is None else self.need <= self.free
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"gpu": self.gpu, "free": self.free, "need": self.need, "profiles": self.profiles,
                 "fits": self.fits}
 
@@ -76,7 +82,7 @@ class Plan:
     problems: list[str] = field(default_factory=list)  #: what does not fit, or cannot be checked
     fits: bool | None = None  #: True, False (refuse), None (cannot tell)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"profiles": [e.to_dict() for e in self.estimates], "need": self.need,
                 "need_known": self.need_known, "unknown": self.unknown, "running": self.running,
                 "limit": self.limit, "limit_from": self.limit_from,
@@ -118,7 +124,7 @@ class Plan:
         return "\n".join(lines)
 
 
-def _gpus_for(profile: Profile, gpus: list) -> tuple[list | None, str | None]:
+def _gpus_for(profile: Profile, gpus: list[Gpu]) -> Placement:
     """The GPUs (probe.Gpu) a profile's server is on; (None, why) when that cannot be told;
     ([], None) for "any"."""
     if profile.backend == "cpu":
@@ -144,12 +150,12 @@ def _gpus_for(profile: Profile, gpus: list) -> tuple[list | None, str | None]:
     return [], None
 
 
-def _label(g) -> str:
+def _label(g: Gpu) -> str:
     return f"{g.vendor} {g.index}"
 
 
 def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, budget: str | None = None,
-              report=None, running: dict[str, int] | None = None, hub: bool = False) -> Plan:
+              report: GpuReport | None = None, running: dict[str, int] | None = None, hub: bool = False) -> Plan:
     """Estimate ``names`` and compare with the budget (``budget``, else ``defaults.vram_budget``)
     or, without one, per GPU with the free memory the GPU tools report (rules: module docstring).
     ``hub``: estimate models not pulled yet from the Hub (`llmctl plan` only)."""
@@ -157,7 +163,7 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
 
     profiles: list[Profile] = [config.profile(n) for n in names]
     report = report if report is not None else probe()
-    placed: dict[str, tuple[list | None, str | None]] = {p.name: _gpus_for(p, report.gpus) for p in profiles}
+    placed: dict[str, Placement] = {p.name: _gpus_for(p, report.gpus) for p in profiles}
     estimates = []
     for p in profiles:
         gpus, _ = placed[p.name]
@@ -171,7 +177,6 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
     budget = budget or config.defaults.vram_budget
     plan = Plan(estimates, None if unknown else need_known, running_bytes, None, "unknown", notes,
                 need_known=need_known, unknown=unknown)
-
     if budget:
         plan.limit, plan.limit_from = parse_size(budget), "vram_budget"
         if need_known + running_bytes > plan.limit:
@@ -179,31 +184,22 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
         else:
             plan.fits = None if unknown else True
         return plan
-
     free_gpus = [g for g in report.gpus if g.free_mib is not None]
-    if not free_gpus:
-        return plan  # limit unknown: cannot tell
-    tool = ", ".join(t for t, v in report.tools.items() if v == "ok") or "GPU tools"
-    plan.limit, plan.limit_from = sum(g.free_mib for g in free_gpus) * MIB, f"free memory ({tool})"
-    shares = {_label(g): GpuShare(_label(g), g.free_mib * MIB if g.free_mib is not None else None)
-              for g in report.gpus}
-    undecided, over = bool(unknown), False
-    by_vendor: dict[str | None, int] = {}  #: unpinned bytes per GPU vendor (None: any vendor)
-    for p, e in zip(profiles, estimates):
-        gpus, why = placed[p.name]
-        if why:
-            plan.problems.append(f"{p.name}: {why}: cannot check it")
-            undecided = True
-            continue
-        if not gpus:  # anywhere (of its backend's vendor)
-            plan.anywhere += e.total or 0
-            vendor = _VENDOR.get(p.backend) if p.backend != "cpu" else None
-            by_vendor[vendor] = by_vendor.get(vendor, 0) + (e.total or 0)
-            continue
-        for g in gpus:
-            s = shares[_label(g)]
-            s.profiles.append(p.name)
-            s.need += (e.total or 0) // len(gpus)
+    if free_gpus:
+        tool = ", ".join(t for t, v in report.tools.items() if v == "ok") or "GPU tools"
+        plan.limit, plan.limit_from = sum(g.free_mib or 0 for g in free_gpus) * MIB, f"free memory ({tool})"
+        _against_free_memory(plan, profiles, placed, report.gpus)
+    return plan  # without free figures the limit is unknown: cannot tell
+
+
+def _against_free_memory(plan: Plan, profiles: list[Profile], placed: dict[str, Placement],
+                         gpus: list[Gpu]) -> None:
+    """Each pinned profile's share on its GPUs; the unpinned ones in what is left (the rules of
+    the module docstring). Sets ``per_gpu``, ``anywhere``, ``left``, ``problems`` and ``fits``."""
+    shares = {_label(g): GpuShare(_label(g), g.free_mib * MIB if g.free_mib is not None else None) for g in gpus}
+    undecided, by_vendor = _share_out(plan, profiles, placed, shares)
+    undecided = undecided or bool(plan.unknown)
+    over = False
     plan.per_gpu = [s for s in shares.values() if s.profiles]
     for s in plan.per_gpu:
         if s.fits is None:
@@ -218,17 +214,48 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
         over = True
         plan.problems.append(f"profiles without devices need {format_size(plan.anywhere)} > "
                              f"{format_size(plan.left)} left free on all GPUs")
+    over = _unpinned_by_vendor(plan, by_vendor, shares, gpus, over)
+    plan.fits = False if over else (None if undecided else True)
+
+
+def _share_out(plan: Plan, profiles: list[Profile], placed: dict[str, Placement],
+               shares: dict[str, GpuShare]) -> tuple[bool, dict[str | None, int]]:
+    """Put each profile's estimate on its GPUs (split evenly) or in ``plan.anywhere``. Returns
+    whether a placement could not be told, and the unpinned bytes per GPU vendor (None: any)."""
+    undecided = False
+    by_vendor: dict[str | None, int] = {}
+    for p, e in zip(profiles, plan.estimates):
+        gpus, why = placed[p.name]
+        if why or gpus is None:
+            plan.problems.append(f"{p.name}: {why}: cannot check it")
+            undecided = True
+            continue
+        if not gpus:  # anywhere (of its backend's vendor)
+            plan.anywhere += e.total or 0
+            vendor = _VENDOR.get(p.backend) if p.backend != "cpu" else None
+            by_vendor[vendor] = by_vendor.get(vendor, 0) + (e.total or 0)
+            continue
+        for g in gpus:
+            s = shares[_label(g)]
+            s.profiles.append(p.name)
+            s.need += (e.total or 0) // len(gpus)
+    return undecided, by_vendor
+
+
+def _unpinned_by_vendor(plan: Plan, by_vendor: dict[str | None, int], shares: dict[str, GpuShare],
+                        gpus: list[Gpu], over: bool) -> bool:
+    """Unpinned profiles of a vendor's backend fit in what is left on that vendor's GPUs; the
+    first that does not is a problem (when nothing is over yet). Returns ``over``."""
     for vendor, need in by_vendor.items():
         if vendor is None:
             continue
-        left = sum(max(0, (sh.free or 0) - sh.need) for g, sh in ((g, shares[_label(g)]) for g in report.gpus)
+        left = sum(max(0, (shares[_label(g)].free or 0) - shares[_label(g)].need) for g in gpus
                    if g.vendor == vendor)
         if need > left and not over:
             over = True
             plan.problems.append(f"profiles without devices need {format_size(need)} of {vendor} GPUs > "
                                  f"{format_size(left)} left free on them")
-    plan.fits = False if over else (None if undecided else True)
-    return plan
+    return over
 
 
 def check_fits(config: Config, names: list[str], *, paths: Paths | None = None, running: dict[str, int] | None = None,
