@@ -21,13 +21,20 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..engines.registry import Exit, Launcher, launcher_for
 from .files import open_log, rotate_log, write_new_private
 from .identity import ProcId, boot_id
-from .machine import ALIVE, Action, Machine, Policy, State
+from .machine import ALIVE, Action, Machine, Policy
 from .spec import LaunchSpec, policy_for
 from .state import ServerState, write_state
+from .states import State
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from .osops import OsOps
 
 TICK_STARTING = 0.05  #: loop period while waiting for the first 200 (fast `up`)
 TICK_RUNNING = 0.2
@@ -36,8 +43,8 @@ ROTATE_EVERY = 1.0
 
 
 class Keeper:
-    def __init__(self, spec: LaunchSpec, state_path: Path, log_path: Path, ops, policy: Policy | None = None,
-                 adopt: ProcId | None = None, launcher: Launcher | None = None):
+    def __init__(self, spec: LaunchSpec, state_path: Path, log_path: Path, ops: OsOps,
+                 policy: Policy | None = None, adopt: ProcId | None = None, launcher: Launcher | None = None):
         self.spec, self.state_path, self.log_path, self.ops = spec, state_path, log_path, ops
         self.launcher = launcher or launcher_for(spec.launcher)  #: spawns, stops, reads exits
         self.machine = Machine(policy or policy_for(spec))
@@ -193,47 +200,13 @@ class Keeper:
         while True:
             now = self.ops.now()
             if self.stop_flag and not m.stopping:
-                self.note("stop requested")
-                m.stop_requested()
-                if self.server is not None:
-                    self.stop_server()
-                    m.exited(m.exit_code, m.exit_signal, self.ops.now())
-                self.publish()
+                self._stop_requested()
                 break
-            for pid, code, sig in self.ops.reap():
-                if self.server is not None and pid == self.server.pid:
-                    self.on_exit(code, sig)
-            if self.adopt is not None and self.server is not None and self.server.pid == self.adopt.pid \
-                    and not self.ops.alive(self.server):
-                self.on_exit(None, None)  # not our child: its exit status is not ours to learn
-            action = m.tick(now)
-            if action is Action.SPAWN:
-                self.spawn()
-            elif action is Action.RESTART:
-                self.note(f"{m.reason}: restarting it")
-                self.stop_server()
-                m.restarted_unhealthy(m.exit_code, m.exit_signal or signal.SIGTERM, self.ops.now())
-            elif action is Action.KILL:
-                self.note(f"no healthy answer within {m.policy.start_timeout:.0f}s: stopping")
-                self.stop_server()
-                m.killed_for_timeout()
+            self._watch()
+            self._act(m.tick(now))
             if m.state in ALIVE and self.server is not None and now >= self._next_probe:
-                before = m.state
-                m.health_result(self.ops.health(self.spec.host, self.spec.port, self.spec.health_path), now)
-                if before is State.STARTING and m.state is State.RUNNING:
-                    self.note(f"healthy after {now - m.started_at:.2f}s at {self.spec.url}")
-                elif m.state is State.UNHEALTHY and before is not State.UNHEALTHY:
-                    self.note(m.reason)
-                interval = TICK_STARTING if m.state is State.STARTING else self.spec.health_interval
-                self._next_probe = now + interval
-            if self.server is not None and now >= self._next_members:
-                self.members = self.ops.descendants(self.server)
-                self._next_members = now + MEMBERS_EVERY
-            if now >= self._next_rotate:
-                self.rotate()
-                if self.log_error:
-                    self.note("log writable again")  # clears log_error if the disk has room now
-                self._next_rotate = now + ROTATE_EVERY
+                self._probe(now)
+            self._housekeep(now)
             self.publish()
             if m.done:
                 if m.state is State.FAILED:
@@ -241,6 +214,63 @@ class Keeper:
                 break
             self.ops.sleep(TICK_STARTING if m.state is State.STARTING else TICK_RUNNING)
         return 0
+
+    def _stop_requested(self) -> None:
+        """`down` (SIGTERM): stop the server and record that it was stopped on request."""
+        m = self.machine
+        self.note("stop requested")
+        m.stop_requested()
+        if self.server is not None:
+            self.stop_server()
+            m.exited(m.exit_code, m.exit_signal, self.ops.now())
+        self.publish()
+
+    def _watch(self) -> None:
+        """Learn whether the server exited: reap our child, or poll an adopted server."""
+        for pid, code, sig in self.ops.reap():
+            if self.server is not None and pid == self.server.pid:
+                self.on_exit(code, sig)
+        if self.adopt is not None and self.server is not None and self.server.pid == self.adopt.pid \
+                and not self.ops.alive(self.server):
+            self.on_exit(None, None)  # not our child: its exit status is not ours to learn
+
+    def _act(self, action: Action) -> None:
+        """Carry out what the state machine asks: a (re)start, a restart when unhealthy, a kill
+        at the start timeout."""
+        m = self.machine
+        if action is Action.SPAWN:
+            self.spawn()
+        elif action is Action.RESTART:
+            self.note(f"{m.reason}: restarting it")
+            self.stop_server()
+            m.restarted_unhealthy(m.exit_code, m.exit_signal or signal.SIGTERM, self.ops.now())
+        elif action is Action.KILL:
+            self.note(f"no healthy answer within {m.policy.start_timeout:.0f}s: stopping")
+            self.stop_server()
+            m.killed_for_timeout()
+
+    def _probe(self, now: float) -> None:
+        m = self.machine
+        before = m.state
+        m.health_result(self.ops.health(self.spec.host, self.spec.port, self.spec.health_path), now)
+        if before is State.STARTING and m.state is State.RUNNING:
+            started = m.started_at if m.started_at is not None else now
+            self.note(f"healthy after {now - started:.2f}s at {self.spec.url}")
+        elif m.state is State.UNHEALTHY and before is not State.UNHEALTHY:
+            self.note(m.reason)
+        interval = TICK_STARTING if m.state is State.STARTING else self.spec.health_interval
+        self._next_probe = now + interval
+
+    def _housekeep(self, now: float) -> None:
+        """Now and then: the server's process tree (for `down` and the GPU figures), the log's size."""
+        if self.server is not None and now >= self._next_members:
+            self.members = self.ops.descendants(self.server)
+            self._next_members = now + MEMBERS_EVERY
+        if now >= self._next_rotate:
+            self.rotate()
+            if self.log_error:
+                self.note("log writable again")  # clears log_error if the disk has room now
+            self._next_rotate = now + ROTATE_EVERY
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,7 +318,7 @@ def _keep(spec: str, state: str, log: str, lock_fd: str, adopt: str) -> int:
     ops = OsOps()
     keeper = Keeper(LaunchSpec.read(Path(spec)), Path(state), Path(log), ops, adopt=watched)
 
-    def on_term(signum, frame):
+    def on_term(signum: int, frame: FrameType | None) -> None:
         keeper.stop_flag = True
 
     signal.signal(signal.SIGTERM, on_term)

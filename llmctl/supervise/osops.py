@@ -106,7 +106,7 @@ class OsOps:
     def alive(self, proc: ProcId) -> bool:
         return proc.alive()
 
-    def stop(self, leader: ProcId, members: list[ProcId], timeout: float) -> list[ProcId]:
+    def stop(self, leader: ProcId | None, members: list[ProcId], timeout: float) -> list[ProcId]:
         """Stop the tree (including orphans re-parented to us); what survived (nothing: [])."""
         extra = []
         try:
