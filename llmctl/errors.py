@@ -233,7 +233,7 @@ def describe(err: LlmctlError) -> tuple[ExitCode, str, str]:
     """Return (exit code, message, hint) for an error, from :data:`ERROR_TABLE`."""
     for cls in type(err).__mro__:
         if cls in ERROR_TABLE:
-            code, hint = ERROR_TABLE[cls]  # type: ignore[index]
+            code, hint = ERROR_TABLE[cls]
             try:
                 hint = hint.format(**err.facts)
             except (KeyError, IndexError):
