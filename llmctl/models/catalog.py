@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..paths import Paths
 from .store import ModelError
@@ -29,10 +30,10 @@ class CatalogEntry:
     source: str = "built-in"  #: the file that defined it
 
 
-class Catalog(dict):
+class Catalog(dict[str, CatalogEntry]):
     """alias (lower case) -> :class:`CatalogEntry`."""
 
-    def get(self, alias: str, default=None):
+    def get(self, alias: str, default: Any = None) -> Any:
         return super().get(alias.lower(), default)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from .gguf import FILE_TYPES, read_header, split_parts
 
@@ -18,16 +19,16 @@ def _wanted(key: str) -> bool:
     return key in _KEYS or key.split(".", 1)[-1] in _ARCH_KEYS
 
 
-def gguf_facts(path: Path) -> dict:
+def gguf_facts(path: Path) -> dict[str, Any]:
     """Header facts of a GGUF model (the first part, for a split one)."""
     head = read_header(path, _wanted, tensors=True)
     f = head.fields
     arch = f.get("general.architecture")
 
-    def of_arch(name: str):
+    def of_arch(name: str) -> Any:
         return f.get(f"{arch}.{name}") if arch else None
 
-    facts: dict = {
+    facts: dict[str, Any] = {
         "architecture": arch,
         "name": f.get("general.name"),
         "size_label": f.get("general.size_label"),

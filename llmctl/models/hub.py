@@ -162,7 +162,7 @@ def snapshot(repo: str, revision: str | None = None) -> Snapshot:
 class Location:
     url: str  #: where the bytes are (after the Hub's redirect to its CDN, if any)
     size: int | None
-    headers: dict
+    headers: dict[str, str]
 
 
 def locate(repo: str, revision: str, path: str) -> Location:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from rich.progress import TaskID
 
+    from ..output import Output
+
 
 def human(n: float) -> str:
     """Bytes in decimal units, as the Hub shows sizes."""
@@ -61,16 +63,16 @@ class LineProgress(PullProgress):
             self.stream.write(text + "\n")
             self.stream.flush()
 
-    def begin(self, label, files, total, to_fetch):
+    def begin(self, label: str, files: int, total: int, to_fetch: int) -> None:
         self._line(f"pulling {label}: {files} file{'s' * (files != 1)}, {human(total)}"
                    + (f", {human(to_fetch)} to download" if to_fetch != total else ""))
 
-    def file_start(self, path, size, have):
+    def file_start(self, path: str, size: int, have: int) -> None:
         now = time.monotonic()
         self.files[path] = [size, have, have, now, now]
         self._line(f"  {path}: {'resuming at ' + human(have) + ' of ' if have else ''}{human(size)}")
 
-    def advance(self, path, n):
+    def advance(self, path: str, n: int) -> None:
         st = self.files.get(path)
         if st is None:
             return
@@ -83,13 +85,13 @@ class LineProgress(PullProgress):
             pct = 100 * st[1] / st[0] if st[0] else 100
             self._line(f"  {path}: {pct:.0f}% {human(st[1])}/{human(st[0])}, {human(rate)}/s, ETA {eta:.0f}s")
 
-    def file_reset(self, path):
+    def file_reset(self, path: str) -> None:
         st = self.files.get(path)
         if st is not None:
             st[1] = st[2] = 0
         self._line(f"  {path}: the server ignored the resume request; starting over")
 
-    def file_end(self, path, note):
+    def file_end(self, path: str, note: str) -> None:
         st = self.files.pop(path, None)
         if st is None:
             self._line(f"  {path}: {note}")
@@ -98,7 +100,7 @@ class LineProgress(PullProgress):
         got = st[1] - st[2]
         self._line(f"  {path}: done, {human(got)} in {secs:.1f}s ({human(got / secs)}/s), {note}")
 
-    def message(self, text):
+    def message(self, text: str) -> None:
         self._line(text)
 
 
@@ -123,32 +125,32 @@ class RichProgress(PullProgress):
         self.tasks: dict[str, TaskID] = {}
         self.bar.start()
 
-    def begin(self, label, files, total, to_fetch):
+    def begin(self, label: str, files: int, total: int, to_fetch: int) -> None:
         self.console.print(f"pulling [bold]{label}[/]: {files} file{'s' * (files != 1)}, {human(total)}"
                            + (f", {human(to_fetch)} to download" if to_fetch != total else ""))
 
-    def file_start(self, path, size, have):
+    def file_start(self, path: str, size: int, have: int) -> None:
         self.tasks[path] = self.bar.add_task(path, total=size, completed=have)
 
-    def advance(self, path, n):
+    def advance(self, path: str, n: int) -> None:
         if path in self.tasks:
             self.bar.advance(self.tasks[path], n)
 
-    def file_reset(self, path):
+    def file_reset(self, path: str) -> None:
         if path in self.tasks:
             self.bar.reset(self.tasks[path])
 
-    def file_end(self, path, note):
+    def file_end(self, path: str, note: str) -> None:
         if path in self.tasks:
             self.bar.update(self.tasks[path], description=f"{path} [green]✓[/] {note}")
 
-    def message(self, text):
+    def message(self, text: str) -> None:
         self.console.print(text)
 
-    def close(self):
+    def close(self) -> None:
         self.bar.stop()
 
 
-def progress_for(out) -> PullProgress:
+def progress_for(out: Output) -> PullProgress:
     """Rich bars if ``out`` (an :class:`llmctl.output.Output`) has a terminal on stderr, else lines."""
     return RichProgress(out.err) if out.err_tty else LineProgress(out.err)

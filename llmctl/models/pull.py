@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     HubUnreachable,
@@ -39,6 +39,7 @@ from .selection import Selection, quant_sets, select
 from .store import Manifest, first_link, inside, is_store_name, model_dir, store_error
 
 if TYPE_CHECKING:
+    from ..profiles.schema import Profile
     from .transfer import Fetched
 
 WORK_DIR = ".pull"  #: partial files and their notes, inside the model's directory
@@ -57,7 +58,7 @@ class PullResult:
     seconds: float = 0.0
     note: str = ""  #: why nothing was done, or what was kept
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         d = asdict(self.manifest)
         d.update(directory=str(self.directory), noop=self.noop, transferred_bytes=self.transferred,
                  resumed_bytes=self.resumed, seconds=round(self.seconds, 3), note=self.note)
@@ -304,8 +305,8 @@ def _write_manifest(ref: ModelRef, snap: Snapshot, sel: Selection, old: Manifest
     records, hows = [], []
     for f in sel.files:
         res = results[f.path][1] if f.path in results else None
-        how = res.verified if res is not None else next(
-            (o.get("verified") for o in (old.files if old else []) if o["path"] == f.path), "size")
+        how = res.verified if res is not None else str(next(
+            (o.get("verified") for o in (old.files if old else []) if o["path"] == f.path), "size"))
         hows.append(how)
         records.append({"path": f.path, "size": f.size, "sha256": f.sha256, "blob_id": f.blob_id, "verified": how})
     m = Manifest(name=ref.store_name, path=sel.main, reference=ref.canonical, size=sum(f.size for f in sel.files),
@@ -316,7 +317,7 @@ def _write_manifest(ref: ModelRef, snap: Snapshot, sel: Selection, old: Manifest
     return m
 
 
-def ensure_model(profile, paths: Paths | None = None, progress: PullProgress | None = None) -> Path:
+def ensure_model(profile: Profile, paths: Paths | None = None, progress: PullProgress | None = None) -> Path:
     """The profile's model file (or directory), pulled first if it is a catalog alias or an
     ``hf:`` reference that is not in the store yet. Other missing models raise ModelMissing."""
     from .resolve import pullable, resolve_model

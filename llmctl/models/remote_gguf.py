@@ -17,13 +17,14 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import HubUnreachable, LlmctlError
 
 if TYPE_CHECKING:
     from ..paths import Paths
     from .gguf import ModelLayout
+    from .hub import RemoteFile
 
 BLOCK = 1024 * 1024  #: bytes per Range request
 TIMEOUT = 10.0  #: seconds to connect / between bytes
@@ -39,8 +40,8 @@ class RangeFile(io.RawIOBase):
     cached). ``headers`` go with every request (the token); redirects are followed.
     ``requests`` and ``received`` count what went over the network."""
 
-    def __init__(self, url: str, size: int, headers: dict | None = None, *, block: int = BLOCK,
-                 session=None, timeout: float = TIMEOUT, name: str | None = None) -> None:
+    def __init__(self, url: str, size: int, headers: dict[str, str] | None = None, *, block: int = BLOCK,
+                 session: Any = None, timeout: float = TIMEOUT, name: str | None = None) -> None:
         super().__init__()
         self.url, self.size, self.block, self.timeout = url, int(size), int(block), timeout
         self.headers = {**(headers or {}), "Accept-Encoding": "identity"}
@@ -91,13 +92,13 @@ class RangeFile(io.RawIOBase):
             self._pos += len(piece)
         return bytes(out)
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
         buffer[:len(data)] = data
         return len(data)
 
     # -- the network -------------------------------------------------------------------------
-    def _client(self):
+    def _client(self) -> Any:
         if self._session is None:
             from huggingface_hub.utils import get_session
 
@@ -163,7 +164,7 @@ class RemoteLayout:
         return f"estimated from the Hub ({self.repo}@{self.revision[:12]}, not pulled yet)"
 
 
-def _parts(files, main: str) -> list:
+def _parts(files: list[RemoteFile], main: str) -> list[RemoteFile]:
     from .refs import SPLIT_RE, split_base
 
     if not SPLIT_RE.search(main):

@@ -10,11 +10,15 @@ pulled yet raises :class:`ModelMissing` saying "run `llmctl pull X`"
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ModelMissing
 from ..paths import Paths
 from ..profiles.schema import Profile
 from .store import Manifest, is_store_name, model_dir
+
+if TYPE_CHECKING:
+    from .refs import ModelRef
 
 
 def store_lookup(ref: str, paths: Paths) -> Path | None:
@@ -30,7 +34,7 @@ def store_lookup(ref: str, paths: Paths) -> Path | None:
     return path if path.exists() else None
 
 
-def _parsed(ref: str, paths: Paths):
+def _parsed(ref: str, paths: Paths) -> ModelRef:
     from .catalog import load_catalog
     from .refs import parse_ref
 

@@ -17,6 +17,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from ..errors import LlmctlError, NotEnoughSpace, StateError, StoreLinkOutside, UsageError
 from ..paths import Paths
@@ -46,7 +47,7 @@ class Manifest:
     revision: str | None = None  #: the commit the pull was pinned to
     endpoint: str | None = None  #: the Hub (or mirror) it came from
     #: one dict per file: path, size, sha256 / blob_id (as the Hub gave them), verified (how)
-    files: list = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
     #: how the files were checked: sha256 | git-blob-sha1 | sha256+git-blob-sha1 | size; None: imported
     verified: str | None = None
 
@@ -151,7 +152,8 @@ def store_error(exc: OSError, path: Path | str, note: str = "") -> LlmctlError:
     return StateError(f"cannot write {where}: {exc.strerror or exc}{note}", path=str(where))
 
 
-def list_models(paths: Paths | None = None, skipped: list | None = None) -> list[tuple[Path, Manifest]]:
+def list_models(paths: Paths | None = None,
+                skipped: list[LlmctlError] | None = None) -> list[tuple[Path, Manifest]]:
     """Every model in the store with its manifest, by name. Entries that are links out of the
     store are left out, with their :class:`StoreLinkOutside` appended to ``skipped``."""
     paths = paths or Paths.from_env()

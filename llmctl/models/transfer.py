@@ -20,7 +20,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, cast
+from typing import BinaryIO, Callable, Protocol, cast
 
 from ..errors import ChecksumMismatch, HubUnreachable, NotEnoughSpace, UnsafeHubListing
 from .hub import RemoteFile, hub_errors, locate, unsafe_reason
@@ -32,7 +32,15 @@ class Cancelled(Exception):
     """Another file of the same pull failed or the user pressed Ctrl-C: stop this one."""
 
 
-def _new_hasher(how: str, size: int):
+class _Digest(Protocol):
+    """What hashlib's sha256 and sha1 objects have (and all the transfer uses)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _new_hasher(how: str, size: int) -> _Digest:
     if how == "sha256":
         return hashlib.sha256()
     h = hashlib.sha1()
@@ -46,14 +54,14 @@ class _Hasher:
     def __init__(self, how: str | None, size: int, partial: Path, prefix: int) -> None:
         self.how, self.size, self.partial = how, size, partial
         self.dirty = False  # the writer seeked/truncated: hash the finished file from disk instead
-        self._q: queue.Queue = queue.Queue(maxsize=8)
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self._h = _new_hasher(how, size) if how else None
         self._thread = None
         if self._h is not None:
             self._thread = threading.Thread(target=self._run, args=(self._h, prefix), daemon=True)
             self._thread.start()
 
-    def _run(self, h: Any, prefix: int) -> None:
+    def _run(self, h: _Digest, prefix: int) -> None:
         with open(self.partial, "rb") as f:
             left = prefix
             while left > 0:
@@ -85,7 +93,7 @@ class _Hasher:
         if self.how is None:
             return None
         if not self.dirty and self._h is not None:
-            return str(self._h.hexdigest())
+            return self._h.hexdigest()
         h = _new_hasher(self.how, self.size)
         with open(self.partial, "rb") as f:
             for block in iter(lambda: f.read(_READ), b""):
@@ -96,7 +104,7 @@ class _Hasher:
 class _Sink:
     """The file object handed to http_get: writes go to disk, the hasher and the progress."""
 
-    def __init__(self, f, hasher: _Hasher, on_bytes: Callable[[int], None], on_reset: Callable[[], None],
+    def __init__(self, f: BinaryIO, hasher: _Hasher, on_bytes: Callable[[int], None], on_reset: Callable[[], None],
                  cancel: threading.Event | None) -> None:
         self.f, self.hasher, self.on_bytes, self.on_reset, self.cancel = f, hasher, on_bytes, on_reset, cancel
         self.written = 0
