@@ -15,9 +15,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from ..errors import StateError
 from .states import State
+
+if TYPE_CHECKING:
+    from .identity import ProcId
 
 MAX_STATE_BYTES = 1 << 20  #: a state file is a few hundred bytes; anything this big is not one
 STATES = tuple(s.value for s in State)
@@ -38,7 +42,7 @@ class ServerState:
     keeper_pid: int | None = None
     keeper_create_time: float | None = None
     keeper_start: int | None = None
-    members: list = field(default_factory=list)  #: [pid, create_time, start] of the server's descendants
+    members: list[list[Any]] = field(default_factory=list)  #: [pid, create_time, start] of the server's descendants
     boot_id: str | None = None  #: the boot this record was written in; None in older records
     started_mono: float | None = None  #: CLOCK_MONOTONIC (system-wide) at the last spawn
     ready_mono: float | None = None
@@ -60,19 +64,19 @@ class ServerState:
         keeper = self.keeper_id()
         return bool(keeper and keeper.alive())
 
-    def server_id(self):
+    def server_id(self) -> ProcId | None:
         """The recorded server's identity (a ProcId), or None."""
         return self._ident(self.pid, self.pid_create_time, self.pid_start)
 
-    def keeper_id(self):
+    def keeper_id(self) -> ProcId | None:
         return self._ident(self.keeper_pid, self.keeper_create_time, self.keeper_start)
 
-    def member_ids(self) -> list:
+    def member_ids(self) -> list[ProcId]:
         from .identity import ProcId
 
         return [m for m in (ProcId.from_list(x, self.boot_id) for x in self.members) if m]
 
-    def _ident(self, pid, create_time, start):
+    def _ident(self, pid: int | None, create_time: float | None, start: int | None) -> ProcId | None:
         from .identity import ProcId
 
         if not (pid and create_time):
@@ -91,7 +95,7 @@ class ServerState:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ServerState":
+    def from_dict(cls, data: dict[str, Any]) -> ServerState:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -136,24 +140,24 @@ def read_state(path: Path, name: str) -> ServerState | None:
     return st
 
 
-def _no_constant(word: str):
+def _no_constant(word: str) -> NoReturn:
     raise ValueError(f"{word} is not a number a state record holds")
 
 
-def _int(lo: int, hi: int):
+def _int(lo: int, hi: int) -> Callable[[object], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-def _num(lo: float = -math.inf, hi: float = math.inf):
+def _num(lo: float = -math.inf, hi: float = math.inf) -> Callable[[object], bool]:
     return lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                       and lo <= v <= hi)
 
 
-def _str(v) -> bool:
+def _str(v: object) -> bool:
     return isinstance(v, str)
 
 
-def _member(v) -> bool:
+def _member(v: object) -> bool:
     from .identity import ProcId
 
     return ProcId.from_list(v) is not None
@@ -175,7 +179,7 @@ FIELD_CHECKS = {
 }
 
 
-def check_fields(data: dict) -> None:
+def check_fields(data: dict[str, Any]) -> None:
     """Raise ValueError naming the first field of the wrong type or out of range."""
     for key, value in data.items():
         check, nullable = FIELD_CHECKS.get(key, (None, True))
