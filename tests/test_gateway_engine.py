@@ -108,7 +108,8 @@ tasks:
         sup = Supervisor(config)
         try:
             sup.start(["light", "heavy", "slow"])
-            gw = start_in_thread(config, GatewayConfig(port=0, api_key=GW_KEY, max_concurrent=3, refresh_interval=0, retry_failed_after=600),
+            gw = start_in_thread(config, GatewayConfig(port=0, api_key=GW_KEY, max_concurrent=3, refresh_interval=0,
+                                                       retry_failed_after=600),
                                  paths=Paths.from_env())
             try:
                 yield Env(home, config, gw, gw.url, events)
@@ -316,6 +317,7 @@ def test_keys_clients_need_theirs_and_backend_keys_stay_inside(env):
     assert httpx.post(light.url + "/v1/chat/completions", json=ask).status_code == 401  # the server wants its key
     r = httpx.post(env.url + "/v1/chat/completions", json=ask, headers={"authorization": f"Bearer {GW_KEY}"})
     assert r.status_code == 200  # the gateway sent it (not the client's key)
-    seen = r.text + str(r.headers) + httpx.get(env.url + "/v1/models", headers={"authorization": f"Bearer {GW_KEY}"}).text
+    models = httpx.get(env.url + "/v1/models", headers={"authorization": f"Bearer {GW_KEY}"})
+    seen = r.text + str(r.headers) + models.text
     seen += env.metrics()
     assert BACKEND_KEY not in seen

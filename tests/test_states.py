@@ -6,8 +6,19 @@ from __future__ import annotations
 import pytest
 
 from llmctl.supervise.machine import Health, Machine, Policy
-from llmctl.supervise.states import (LIVE, PROCESS_ALIVE, READY, STARTED, TERMINAL, TRANSITIONS,
-                                     IllegalTransition, State, Why, backoff_note, check_transition)
+from llmctl.supervise.states import (
+    LIVE,
+    PROCESS_ALIVE,
+    READY,
+    STARTED,
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    State,
+    Why,
+    backoff_note,
+    check_transition,
+)
 
 
 def test_the_groups_nest_as_their_names_say():

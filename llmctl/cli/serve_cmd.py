@@ -81,9 +81,9 @@ def serve(
             out.info("clients must send `Authorization: Bearer KEY`")
         out.info("Ctrl-C stops it" + ON_EXIT.get(stop_on_exit, ""))
 
-    from ..gateway.server import serve as run_gateway
-
     import signal
+
+    from ..gateway.server import serve as run_gateway
 
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         # started as a background job: uvicorn still stops on SIGINT, then re-raises it after its
