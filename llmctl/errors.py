@@ -240,3 +240,14 @@ def describe(err: LlmctlError) -> tuple[ExitCode, str, str]:
                 pass
             return code, err.message, hint
     return ExitCode.ERROR, err.message, ""
+
+
+def raise_all(errors: list[LlmctlError]) -> None:
+    """Raise the first of ``errors`` with the others' messages in its detail; nothing if none."""
+    if not errors:
+        return
+    first = errors[0]
+    if len(errors) > 1:
+        more = "\n".join(f"also: {e.message}" for e in errors[1:])
+        first.detail = f"{first.detail}\n{more}" if first.detail else more
+    raise first

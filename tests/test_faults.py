@@ -115,16 +115,16 @@ def test_keeper_failing_between_state_read_and_lock_check_keeps_its_reason(ports
     (a lock check that first sleeps), so the keeper writes `failed` and exits inside it: `up` and
     `status` must still report the keeper's own reason, never "exited unexpectedly" (a CI run on a
     loaded machine once hit this gap unaided)."""
-    import llmctl.supervise.control as control
+    import llmctl.supervise.starting as starting
     import llmctl.supervise.status as status
 
-    real = control.is_held
+    real = starting.is_held
 
     def slow_is_held(path):
         time.sleep(0.3)
         return real(path)
 
-    monkeypatch.setattr(control, "is_held", slow_is_held)
+    monkeypatch.setattr(starting, "is_held", slow_is_held)  # the start protocol's lock checks
     monkeypatch.setattr(status, "is_held", slow_is_held)
     sup = Supervisor()
     with pytest.raises(StartFailed) as ei:

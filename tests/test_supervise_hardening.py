@@ -262,14 +262,14 @@ def test_up_arriving_between_downs_lock_check_and_state_read_is_not_left_running
     (the gap widened by a state read that first runs the `up` up to its lock attempt). When
     `down` says stopped, no keeper may hold the lock to restart the server behind its back;
     the `up` that came in the gap does not start anything."""
-    from llmctl.supervise import control
+    from llmctl.supervise import starting, stopping
 
     port = ports()
     the_spec = spec("racy", port)
     sup = Supervisor()
     sup.launch([the_spec])
     rec = kill_keeper(sup, "racy")
-    real_read, real_lock = control.read_state, control._lock_or_none
+    real_read, real_lock = stopping.read_state, starting.lock_or_none
     tried, up_got_lock, up_errors, up_results = threading.Event(), [], [], []
     up_thread = threading.Thread(target=lambda: _up(the_spec, up_results, up_errors), name="racing-up")
 
@@ -288,8 +288,9 @@ def test_up_arriving_between_downs_lock_check_and_state_read_is_not_left_running
                 wait_for(lambda: (s := real_read(path, name)) and s.keeper_alive(), what="the new keeper")
         return real_read(path, name)
 
-    monkeypatch.setattr(control, "_lock_or_none", lock_then_tell)
-    monkeypatch.setattr(control, "read_state", read_after_an_up)
+    monkeypatch.setattr(starting, "lock_or_none", lock_then_tell)  # the `up`'s lock attempt
+    monkeypatch.setattr(stopping, "lock_or_none", lock_then_tell)  # `down`'s
+    monkeypatch.setattr(stopping, "read_state", read_after_an_up)  # `down`'s state read
     try:
         [res] = Supervisor().stop(["racy"])
         assert res.outcome == "stopped"

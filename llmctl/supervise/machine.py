@@ -44,7 +44,7 @@ class Policy:
     crash_window: float = 300.0
     restart_unhealthy: bool = False  #: an `unhealthy` server is killed and restarted
     #: exit codes that mean "the command line or install is wrong": never retried
-    fatal_codes: tuple = (2, 126, 127)
+    fatal_codes: tuple[int, ...] = (2, 126, 127)
 
 
 @dataclass
@@ -57,7 +57,7 @@ class Machine:
     next_try_at: float | None = None  #: monotonic time of the next spawn in backoff
     restarts: int = 0
     quick_deaths: int = 0  #: deaths since the last stable period (drives the delay)
-    deaths: deque = field(default_factory=deque)  #: monotonic times of recent deaths
+    deaths: deque[float] = field(default_factory=deque)  #: monotonic times of recent deaths
     failures: int = 0  #: health failures in a row while running
     exit_code: int | None = None
     exit_signal: int | None = None

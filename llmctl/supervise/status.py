@@ -46,7 +46,7 @@ class StatusEntry:
     vram_mib: int | None = None  #: GPU memory of the server and its children (nvidia-smi/rocm-smi)
     gpus: list[int] | None = None  #: indexes of the GPUs it uses, where the tool says
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
