@@ -145,7 +145,7 @@ def served_models(base_url: str, headers: dict[str, str], *, name: str, deadline
         return []
     finally:
         resp.close()
-    return [m.get("id") for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
+    return [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
 
 
 def healthy(base_url: str, timeout: float = 2.0) -> bool:
