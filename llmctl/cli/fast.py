@@ -12,10 +12,13 @@ run's options come from :mod:`.run_options`, generated from the Typer command's 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import run_options as table
 from .report import guarded
+
+if TYPE_CHECKING:
+    from .run_exec import RunOptions
 
 _VALUES = {name: spec for names, spec in table.VALUE_OPTIONS.items() for name in names}
 _FLAGS = {name: dest for names, dest in table.FLAG_OPTIONS.items() for name in names}
@@ -97,7 +100,7 @@ def parse_run(args: list[str]) -> dict[str, Any] | None:
     return params
 
 
-def parse_fast(argv: list[str]):
+def parse_fast(argv: list[str]) -> RunOptions | None:
     """``[-f FILE]... run [options] [PROMPT]`` -> :class:`~.run_exec.RunOptions`, or None."""
     from .run_exec import RunOptions
 
