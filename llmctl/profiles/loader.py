@@ -218,9 +218,10 @@ def check(cfg: Config) -> list[Problem]:
         if prof.max_concurrent is not None and prof.max_concurrent < 1:
             problems.append(Problem(prof.source, prof.lines.get("max_concurrent", 0),
                                     f"profiles.{prof.name}.max_concurrent", "must be at least 1"))
-        if prof.launcher == "docker" and prof.docker is None:
+        lacking = prof.launcher_problem()
+        if lacking:
             problems.append(Problem(prof.source, prof.lines.get("launcher", 0), f"profiles.{prof.name}.docker",
-                                    "`launcher: docker` needs a `docker:` mapping with an `image:`"))
+                                    lacking))
         if prof.group and prof.group not in cfg.groups:
             problems.append(Problem(prof.source, prof.lines.get("group", 0), f"profiles.{prof.name}.group",
                                     f"no group named {prof.group!r} under `groups:`"))

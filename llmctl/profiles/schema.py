@@ -178,6 +178,12 @@ class Profile(Located):
     def url(self) -> str:
         return client_url(self.host, self.port)
 
+    def launcher_problem(self) -> str | None:
+        """What the profile lacks for its launcher: the container settings `launcher: docker` needs."""
+        if self.launcher == "docker" and self.docker is None:
+            return "`launcher: docker` needs a `docker:` mapping with an `image:`"
+        return None
+
     @property
     def effective_start_timeout(self) -> float:
         if self.start_timeout is not None:
