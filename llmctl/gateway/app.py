@@ -8,6 +8,7 @@ Routes::
     GET  /health               {"status": "ok"} (no key needed)
     GET  /metrics              Prometheus text
     ANY  /upstream/NAME/PATH   passed to profile NAME's server as is (its /props, /slots, /tokenize...)
+    /api/chat, /api/tags...    Ollama's API, routed alike (ollama_api.py)
 
 Every answer from a server carries ``x-llmctl-profile`` (and ``x-llmctl-task``); errors are
 OpenAI-shaped: ``{"error": {"message", "type", "code"}}`` with 400/401/403/404/413/415/429/502/503/504
@@ -39,6 +40,7 @@ from .control import ServerControl, SupervisorControl
 from .errors import BadRequest, Busy, Forbidden, GatewayHTTPError, NotRunning, Unauthorized, Unavailable, UpstreamFailed
 from .guard import Guard, error_response as _error_response
 from .metrics import Metrics
+from .ollama_api import ollama_routes
 from .pool import Pool
 from .proxy import (
     BeforeFirstByte,
@@ -289,7 +291,7 @@ def _raw_response(body: bytes, status: int, headers: list[tuple[bytes, bytes]]) 
     return resp
 
 
-def _endpoint(gw: Gateway, name: str, fn: Callable) -> Callable:
+def _endpoint(gw: Gateway, name: str, fn: Callable, errors: Callable = _error_response) -> Callable:
     """The handler around ``fn``: errors become OpenAI-shaped answers, and a client that goes
     away while its request waits (for a start, a swap) or is answered (non-streaming) cancels
     it, which closes the upstream request too."""
@@ -314,16 +316,16 @@ def _endpoint(gw: Gateway, name: str, fn: Callable) -> Callable:
             return work.result()
         except RecursionError:  # a body that parsed, nested just below the limit, and went deeper
             gw.metrics.request(None, name, 400, time.monotonic() - t0)
-            return _error_response(BadRequest("the request body is nested too deeply"))
+            return errors(BadRequest("the request body is nested too deeply"))
         except GatewayHTTPError as exc:
             profile = exc.facts.get("profile")
             gw.metrics.request(profile if isinstance(profile, str) else None, name, exc.status, time.monotonic() - t0)
-            return _error_response(exc)
+            return errors(exc)
         except LlmctlError as exc:  # anything else llmctl raised: the server side failed
             log.warning("%s", exc.message)
             err = UpstreamFailed(exc.message)
             gw.metrics.request(None, name, 502, time.monotonic() - t0)
-            return _error_response(err)
+            return errors(err)
 
     return handle
 
@@ -374,6 +376,7 @@ def build_app(config: Config, gateway: GatewayConfig | None = None, *, paths: Pa
         Route("/upstream/{name}/{path:path}", _endpoint(gw, "/upstream", gw.upstream),
               methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
+    routes += ollama_routes(gw, _endpoint)
     middleware = [Middleware(Guard, hosts=allowed_hosts(gw_cfg.host, gw_cfg.allow_hosts), max_body=gw_cfg.max_body)]
     if gw_cfg.api_key:
         middleware.append(Middleware(KeyCheck, key=gw_cfg.api_key))

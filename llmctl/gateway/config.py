@@ -27,6 +27,7 @@ class GatewayConfig:
     allow_hosts: tuple[str, ...] = ()  #: Host names answered besides loopback ones (bound elsewhere: only these)
     max_body: int = 32 * MIB  #: bytes a request body may have; more get 413
     header_timeout: float = 10.0  #: seconds a client has to send a request's headers; then it is cut off
+    ollama_port: int | None = None  #: a second port serving the same (e.g. 11434, Ollama clients' default)
 
     def __post_init__(self) -> None:
         from ..errors import UsageError
@@ -48,3 +49,9 @@ class GatewayConfig:
         from ..profiles.schema import client_url
 
         return client_url(self.host, self.port)
+
+    @property
+    def ollama_url(self) -> str | None:
+        from ..profiles.schema import client_url
+
+        return None if self.ollama_port is None else client_url(self.host, self.ollama_port)

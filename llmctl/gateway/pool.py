@@ -52,8 +52,7 @@ class Pool:
         groups = members((p.name, p.group) for p in config.profiles.values())
         self.groups = {n: Group(groups.get(n, ()), g.exclusive, g.primary) for n, g in config.groups.items()}
         self.records = {name: Record(p, limit=p.max_concurrent or gw.max_concurrent,
-                                     idle_ttl=idle_ttl(name, p.idle_ttl, self.groups.get(p.group or ""),
-                                                       gw.primary_return))
+                                     idle_ttl=self.default_idle_ttl(name))
                         for name, p in config.profiles.items()}
         self.closing = False
         self._tickets = itertools.count(1)
@@ -231,6 +230,17 @@ class Pool:
         finally:
             self.on_stopped(rec.name)
             self._changed()
+
+    # -- idle TTL -------------------------------------------------------------------------
+    def default_idle_ttl(self, name: str) -> float | None:
+        """``name``'s idle TTL by its profile (see :func:`~llmctl.gateway.policy.idle_ttl`)."""
+        p = self.config.profiles[name]
+        return idle_ttl(name, p.idle_ttl, self.groups.get(p.group or ""), self.gw.primary_return)
+
+    def set_idle_ttl(self, name: str, seconds: float | None) -> None:
+        """A client's idle TTL for ``name`` from now on (Ollama's ``keep_alive``): 0 stops it as
+        soon as it is idle, None never; the reaper's next pass applies it."""
+        self.records[name].idle_ttl = seconds
 
     # -- the supervisor's view (kept by the reaper) ---------------------------------------
     def suspect(self, name: str) -> None:

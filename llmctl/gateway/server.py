@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .control import ServerControl
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, option: str = "--port") -> socket.socket:
     """The listening socket (bound here so that a busy port is a clear error)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto given explicitly: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP;
@@ -35,10 +35,26 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise PortInUse(f"the gateway cannot listen on {host}:{port}: {exc.strerror or exc}; "
-                        f"pick another with --port") from None
+                        f"pick another with {option}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def listen(gw: GatewayConfig) -> list[socket.socket]:
+    """The listening sockets: ``gw.port``, and ``gw.ollama_port`` when set (0: a free port; ``gw``
+    then says which)."""
+    sock = bind(gw.host, gw.port)
+    gw.port = sock.getsockname()[1]
+    if gw.ollama_port is None:
+        return [sock]
+    try:
+        extra = bind(gw.host, gw.ollama_port, "--ollama-port")
+    except BaseException:
+        sock.close()
+        raise
+    gw.ollama_port = extra.getsockname()[1]
+    return [sock, extra]
 
 
 def _server(app, gw: GatewayConfig, log_level: str, access_log: bool):
@@ -60,12 +76,11 @@ def serve(config: Config, gw: GatewayConfig, *, paths: Paths | None = None,
     from .app import build_app
 
     app = build_app(config, gw, paths=paths)
-    sock = bind(gw.host, gw.port)
-    gw.port = sock.getsockname()[1]
+    socks = listen(gw)
     server = _server(app, gw, log_level, access_log)
 
     async def main() -> None:
-        task = asyncio.create_task(server.serve(sockets=[sock]))
+        task = asyncio.create_task(server.serve(sockets=socks))
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
         if server.started and on_ready:
@@ -77,7 +92,8 @@ def serve(config: Config, gw: GatewayConfig, *, paths: Paths | None = None,
     try:
         asyncio.run(main())
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
     return app.state.gateway.stopped_on_exit
 
 
@@ -112,18 +128,18 @@ def start_in_thread(config: Config, gw: GatewayConfig | None = None, *, paths: P
 
     gw = gw or GatewayConfig(port=0)
     app = build_app(config, gw, paths=paths, control=control)
-    sock = bind(gw.host, gw.port)
-    gw.port = sock.getsockname()[1]
+    socks = listen(gw)
     server = _server(app, gw, log_level, False)
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            asyncio.run(server.serve(sockets=[sock]))
+            asyncio.run(server.serve(sockets=socks))
         except BaseException as exc:  # noqa: BLE001 - reported to the caller below
             failure.append(exc)
         finally:
-            sock.close()
+            for sock in socks:
+                sock.close()
 
     thread = threading.Thread(target=run, name=f"llmctl-gateway-{gw.port}", daemon=True)
     thread.start()
