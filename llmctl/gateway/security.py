@@ -33,7 +33,7 @@ from pathlib import Path
 from ..errors import UsageError
 
 KEY_ENV = "LLMCTL_GATEWAY_KEY"
-OPEN_PATHS = ("/health",)
+OPEN_PATHS = ("/health", "/ui", "/ui/dashboard.js", "/ui/dashboard.css")  #: the dashboard's page carries no data
 #: a Host header: a name or IPv4 address, or an [IPv6] address; then maybe :PORT
 _HOST_RE = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::[0-9]{1,5})?")
 
