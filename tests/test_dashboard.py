@@ -1,9 +1,9 @@
 """The web dashboard at /ui, in a real headless Chromium (Debian's chromium and chromedriver,
 driven by selenium) against a real `llmctl serve` with two real llama-servers (SmolLM2) started
 by `llmctl up`: the page loads without console errors, shows both servers running, a click on
-"stop" stops one (as `llmctl status` says), a click on "log" shows its log; the key form, and
-the API's refusals (no key, another site's Origin, a form's content type). The log's first
-answer is bounded (the last N KiB only), read from real files.
+"stop" stops one (as `llmctl status` says) and "start" brings it back, a click on "log" shows its
+log; the key form, and the API's refusals (no key, another site's Origin, a form's content type).
+The log's first answer is bounded (the last N KiB only), read from real files.
 
 Set LLMCTL_SCREENSHOT=PATH to save the page (docs/dashboard.png is made that way)."""
 
@@ -192,4 +192,8 @@ def test_page_shows_servers_stops_one_and_streams_its_log(served, browser, smoll
     wait_for(lambda: served.status("beta")["state"] == "stopped", 60, "llmctl status: beta stopped")
     wait_for(lambda: _cell(browser, "beta", "state") == "stopped", 30, "beta shown stopped")
     assert served.status("alpha")["state"] == "running"
+    wait_for(lambda: browser.find_element("css selector", "#profile-beta button.start").is_enabled(), 10, "start")
+    browser.find_element("css selector", "#profile-beta button.start").click()  # through the pool: a start
+    wait_for(lambda: served.status("beta")["state"] == "running", 120, "llmctl status: beta running again")
+    wait_for(lambda: _cell(browser, "beta", "state") == "running", 30, "beta shown running")
     assert _errors(browser) == []
