@@ -125,6 +125,10 @@ class NoServerAvailable(LlmctlError):
     """No running server (and no cli fallback) can serve the request."""
 
 
+class RemoteUnreachable(NoServerAvailable):
+    """A remote profile's server (``engine: remote``: llmctl does not start it) did not answer."""
+
+
 class EngineError(LlmctlError):
     """The engine answered with an error, or the one-shot engine process failed."""
 
@@ -216,6 +220,8 @@ ERROR_TABLE: dict[type[LlmctlError], tuple[ExitCode, str]] = {
                                        "link, not its target); to keep models on another disk, point "
                                        "LLMCTL_HOME or XDG_DATA_HOME there"),
     NoServerAvailable: (ExitCode.NO_SERVER, "start one with `llmctl up {profile}`"),
+    RemoteUnreachable: (ExitCode.NO_SERVER, "llmctl does not start a remote server: check that {url} is up "
+                                            "(`llmctl status {profile}` probes it)"),
     EngineError: (ExitCode.ENGINE_ERROR, "see the server's log with `llmctl logs {profile}`"),
     ToolIllegalInstruction: (ExitCode.ENGINE_ERROR, SIGILL_FIX),
     RequestTimeout: (ExitCode.TIMEOUT, "raise --timeout, or use a smaller model or max_tokens"),

@@ -82,7 +82,7 @@ def up(names: NamesArg,
 
         for prof in [config.profile(n) for n in dict.fromkeys(names)]:  # every name known before any pull
             ensure_model(prof, sup.paths, progress=progress_for(out))
-    progress = _Progress(out, names)
+    progress = _Progress(out, [n for n in dict.fromkeys(names) if not config.profile(n).remote])
     try:
         results = sup.start(names, timeout=timeout, progress=progress, force=force)
     finally:
@@ -91,7 +91,9 @@ def up(names: NamesArg,
         out.data([r.__dict__ for r in results])
         return
     for r in results:
-        if r.outcome == "already-running":
+        if r.note:  # a remote profile: not started
+            out.text(r.note)
+        elif r.outcome == "already-running":
             out.text(f"{r.name}: already running at {r.url} (pid {r.pid})")
         else:
             out.text(f"{r.name}: running at {r.url} (pid {r.pid}, ready in {r.seconds:.2f}s)")
@@ -105,21 +107,35 @@ def down(names: OptNamesArg = None,
     out = Output(json)
     if names and all_:
         raise UsageError("give profile names or --all, not both")
+    config = _config_if_readable() if names else None  # remote profiles are skipped, with a note
     if all_:
         targets = None
     elif names:
         targets = names
     else:
-        targets = list(load_config().profiles)
-    results = _supervisor().stop(targets)
+        config = load_config()
+        targets = list(config.profiles)
+    results = _supervisor(config).stop(targets)
     if json:
         out.data([r.__dict__ for r in results])
         return
     for r in results:
-        if r.outcome == "stopped":
+        if r.note:
+            out.text(r.note)
+        elif r.outcome == "stopped":
             out.text(f"{r.name}: stopped" + (" (needed SIGKILL)" if r.killed else ""))
         else:
             out.text(f"{r.name}: not running")
+
+
+def _config_if_readable():
+    """The profiles, or None when they cannot be loaded (`down NAME` works all the same)."""
+    from ..errors import LlmctlError
+
+    try:
+        return load_config()
+    except LlmctlError:
+        return None
 
 
 def restart(names: NamesArg,

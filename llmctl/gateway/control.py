@@ -56,7 +56,17 @@ class SupervisorControl:
 
     def start(self, name: str) -> str:
         """Start ``name`` and wait until it is healthy; return ``started``, ``adopted`` or
-        ``already-running``. A server whose keeper is restarting it counts as starting: wait."""
+        ``already-running``. A server whose keeper is restarting it counts as starting: wait. A
+        remote profile is only probed: ``remote`` when it answers."""
+        prof = self.config.profile(name)
+        if prof.remote:  # never started, stopped or evicted: it counts when it answers
+            from ..engines.remote import probe
+
+            found = probe(prof)
+            if not found.reachable:
+                raise StartFailed(f"{name}: the remote server at {prof.url} is unreachable: {found.message}",
+                                  name=name)
+            return "remote"
         result = self.supervisor.start([name])[0]
         if result.outcome != "already-running":
             return result.outcome

@@ -86,6 +86,8 @@ def prepare_body(endpoint: str, body: dict[str, Any], target: Target, profile: P
     client sent no system message."""
     out = dict(body)
     out["model"] = upstream_model or model_name(profile)
+    if not out["model"]:  # a remote profile without `model:`: the server answers with its own
+        del out["model"]
     if endpoint not in (CHAT, COMPLETIONS):
         return out
     fields, _dropped = request_fields(target.params, profile.engine)

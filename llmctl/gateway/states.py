@@ -47,7 +47,8 @@ HOLDS_MEMORY = frozenset({S.STARTING, S.RUNNING, S.STOPPING, S.RECOVERING})
 #: the supervisor's states as the gateway reads them (any other: stopped); keyed by str too
 FROM_SUPERVISOR: Mapping[str, GatewayState] = {
     State.RUNNING: S.RUNNING, State.UNHEALTHY: S.RUNNING, State.STARTING: S.RECOVERING,
-    State.BACKOFF: S.RECOVERING, State.STOPPED: S.STOPPED, State.FAILED: S.FAILED}
+    State.BACKOFF: S.RECOVERING, State.STOPPED: S.STOPPED, State.FAILED: S.FAILED,
+    State.UNREACHABLE: S.FAILED}  # a remote server: tried again after serve's retry pause
 
 #: every transition the pool makes, each with who makes it. A refresh (the supervisor's view:
 #: ``llmctl up/down`` elsewhere, a crash, a keeper's restart) may move a record that is neither

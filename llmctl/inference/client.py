@@ -32,8 +32,8 @@ class ChatResult:
 def _send(req: HttpRequest, deadline: float | None, name: str, method: str = "POST") -> http.Response:
     body = json.dumps(req.payload).encode() if method == "POST" else None
     try:
-        resp = http.request(method, req.url, body, req.headers, deadline)
-    except http.ConnectFailed as exc:
+        resp = http.request(method, req.url, body, req.headers, deadline, verify=req.verify)
+    except (http.ConnectFailed, http.TLSFailed) as exc:  # nothing was sent: the next route may answer
         raise Unreachable(f"{name}: {exc}", profile=name) from None
     except http.Timeout:
         raise RequestTimeout(f"{name}: no answer from {req.url} within the timeout", profile=name) from None
@@ -135,9 +135,10 @@ def post_json(req: HttpRequest, *, name: str, deadline: float | None = None) -> 
         raise EngineError(f"{name}: the server's answer is not JSON: {raw[:200]!r}", profile=name) from None
 
 
-def served_models(base_url: str, headers: dict[str, str], *, name: str, deadline: float | None = None) -> list[str]:
+def served_models(base_url: str, headers: dict[str, str], *, name: str, deadline: float | None = None,
+                  verify: bool = True) -> list[str]:
     """The ids `/v1/models` lists (vLLM serves a model under the name it was started with)."""
-    req = HttpRequest(base_url + "/v1/models", {}, headers)
+    req = HttpRequest(base_url + "/v1/models", {}, headers, verify=verify)
     resp = _send(req, deadline, name, method="GET")
     try:
         data = json.loads(resp.read())

@@ -42,7 +42,7 @@ def pick_profile(config: Config, profile: str | None) -> Profile:
 
     if profile is not None:
         prof = config.profile(profile)
-        if not _can_embed(prof):
+        if not _can_embed(prof) and not prof.remote:  # a remote server named here: it decides
             raise UsageError(f"profile {prof.name!r} does not serve embeddings: set `embeddings: true` in it "
                              f"({prof.where()}), then `llmctl restart {prof.name}`")
         names = [prof.name]

@@ -4,7 +4,8 @@ responses read whole or line by line (Server-Sent Events), one deadline for the 
 Why not httpx or http.client: `llmctl run` against a running server should cost little more
 than the request itself, and importing either costs more than the request does here (httpx
 ~100 ms, http.client ~20 ms with its email parser; a socket is ~1 ms). The servers are
-llama-server and vLLM on plain HTTP, usually on loopback.
+llama-server and vLLM on plain HTTP, usually on loopback; a remote profile's server may be on
+https (the ssl module is imported only then).
 """
 
 from __future__ import annotations
@@ -142,12 +143,26 @@ class Response:
             pass
 
 
+class TLSFailed(HTTPError):
+    """The https handshake failed (most often: a certificate that does not verify)."""
+
+
 def split_url(url: str) -> tuple[str, int, str]:
     """``http://host:port/path`` -> (host, port, path); IPv6 hosts in brackets. (urllib.parse
     would do, at the cost of importing it.)"""
     if not url.startswith("http://"):
         raise HTTPError(f"only http:// URLs are supported, not {url}")
-    rest = url[7:]
+    return _split(url, url[7:], 80)
+
+
+def split_any(url: str) -> tuple[bool, str, int, str]:
+    """``http(s)://host:port/path`` -> (tls, host, port, path)."""
+    if url.startswith("https://"):
+        return (True, *_split(url, url[8:], 443))
+    return (False, *split_url(url))
+
+
+def _split(url: str, rest: str, default_port: int) -> tuple[str, int, str]:
     netloc, slash, path = rest.partition("/")
     path = slash + path if slash else "/"
     if netloc.startswith("["):
@@ -156,17 +171,38 @@ def split_url(url: str) -> tuple[str, int, str]:
     else:
         host, _, port_s = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
     try:
-        port = int(port_s) if port_s else 80
+        port = int(port_s) if port_s else default_port
     except ValueError:
         raise HTTPError(f"bad port in {url}") from None
     return host or "127.0.0.1", port, path
 
 
+def _wrap_tls(sock: socket.socket, host: str, verify: bool) -> socket.socket:
+    """The connection with TLS on it; the certificate and the host name checked unless ``verify``
+    is off (a profile's ``verify: false``)."""
+    import ssl  # only for https: most servers are local, on plain http
+
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    try:
+        return ctx.wrap_socket(sock, server_hostname=host)
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise TLSFailed(f"the certificate of {host} did not verify ({exc.verify_message}); "
+                        "`verify: false` in the profile skips the check, for a server you trust") from None
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise TLSFailed(f"TLS handshake with {host} failed: {exc}") from None
+
+
 def request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-            deadline: float | None = None, connect_timeout: float = 5.0) -> Response:
+            deadline: float | None = None, connect_timeout: float = 5.0, verify: bool = True) -> Response:
     """Send one request and return the response once its headers are in. ``deadline`` is on
-    the monotonic clock and covers everything, including reading the body later."""
-    host, port, path = split_url(url)
+    the monotonic clock and covers everything, including reading the body later. An https URL
+    is verified unless ``verify`` is False."""
+    tls, host, port, path = split_any(url)
     timeout = connect_timeout
     if deadline is not None:
         timeout = max(0.001, min(timeout, deadline - time.monotonic()))
@@ -176,6 +212,8 @@ def request(method: str, url: str, body: bytes | None = None, headers: dict[str,
         raise Timeout(f"timed out connecting to {host}:{port}") from None
     except OSError as exc:
         raise ConnectFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    if tls:
+        sock = _wrap_tls(sock, host, verify)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         hosthdr = f"[{host}]" if ":" in host else host

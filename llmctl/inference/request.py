@@ -21,6 +21,7 @@ class HttpRequest:
     payload: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)  #: parameters this engine has no field for
+    verify: bool = True  #: https: check the certificate (a remote profile's ``verify:``)
 
     def public(self) -> dict:
         """For --dry-run and errors: the key replaced by ``***``."""
@@ -75,15 +76,19 @@ def chat_request(profile: Profile, params: Params, prompt: str, images: list[str
     messages.append({"role": "user", "content": content})
     fields, dropped = request_fields(params, profile.engine)
     payload: dict[str, Any] = {"model": model or model_name(profile), "messages": messages, **fields}
+    if not payload["model"]:  # a remote profile without `model:`: the server answers with its own
+        del payload["model"]
     if stream:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
     headers.update(auth_headers(profile))
-    return HttpRequest(profile.url + "/v1/chat/completions", payload, headers, dropped)
+    return HttpRequest(profile.url + "/v1/chat/completions", payload, headers, dropped, profile.verify)
 
 
 def embeddings_request(profile: Profile, texts: list[str], model: str | None = None) -> HttpRequest:
     payload = {"model": model or model_name(profile), "input": texts, "encoding_format": "float"}
+    if not payload["model"]:
+        del payload["model"]
     headers = {"Content-Type": "application/json", **auth_headers(profile)}
-    return HttpRequest(profile.url + "/v1/embeddings", payload, headers)
+    return HttpRequest(profile.url + "/v1/embeddings", payload, headers, verify=profile.verify)

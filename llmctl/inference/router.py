@@ -11,15 +11,16 @@ Routing of ``--mode auto`` (the default), in order:
 ``--mode server`` stops after step 2; ``--mode cli`` goes straight to step 3. "Running and
 healthy" is `status`'s ``running`` (llmctl's keeper saw /health answer 200). A profile llmctl
 has no live record of also counts when ``GET /health`` on its URL answers 200 right now (a
-server started by other means: docker compose, systemd, by hand). Requests with images skip
-llama-server profiles without ``mmproj:``.
+server started by other means: docker compose, systemd, by hand). A remote profile
+(``engine: remote``) counts when its probe answers now; it has no cli mode. Requests with images
+skip llama-server profiles without ``mmproj:``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import NoServerAvailable, UnknownProfile, UsageError
+from ..errors import NoServerAvailable, RemoteUnreachable, UnknownProfile, UsageError
 from ..profiles.schema import Config, Profile, Task
 from ..supervise.states import READY, TERMINAL, State
 
@@ -41,11 +42,14 @@ class Plan:
     states: dict[str, State] = field(default_factory=dict)
     external: set[str] = field(default_factory=set)  #: answering /health, not started by llmctl
     routes: list[Route] = field(default_factory=list)  #: the first is used; the rest if it is unreachable
+    why: dict[str, str] = field(default_factory=dict)  #: a remote server's probe: why it is unreachable
 
     def state_text(self, name: str) -> str:
         st = self.states.get(name)
         if st is None:
             return "?"
+        if name in self.why:
+            return f"{st.value}: {self.why[name]}"
         return f"{st.value} (not started by llmctl)" if name in self.external else st.value
 
     def describe_states(self) -> str:
@@ -77,8 +81,10 @@ def pick_task(config: Config, task: str | None, profile: str | None) -> tuple[Ta
     return t, list(dict.fromkeys([t.profile, *t.fallback]))
 
 
-def server_states(config: Config, names: list[str]) -> tuple[dict[str, State], set[str]]:
-    """`status`'s state of each profile, and those answering /health without llmctl's record.
+def server_states(config: Config, names: list[str],
+                  why: dict[str, str] | None = None) -> tuple[dict[str, State], set[str]]:
+    """`status`'s state of each profile, and those answering /health without llmctl's record;
+    ``why`` gets, for each remote server that did not answer, the reason its probe gave.
 
     :func:`llmctl.supervise.status.quick_state` settles the clear-cut cases from the lock and
     the state file alone (what spares `run` the process checks); every other case is asked of
@@ -91,6 +97,12 @@ def server_states(config: Config, names: list[str]) -> tuple[dict[str, State], s
     states: dict[str, State] = {}
     no_pid: set[str] = set()
     for n in names:
+        if config.profiles[n].remote:  # no keeper: its probe says running or unreachable
+            e = entry(config, paths, n)
+            states[n] = State(e.state)
+            if why is not None and states[n] is State.UNREACHABLE:
+                why[n] = e.message
+            continue
         quick = quick_state(paths, n)
         if quick is None:
             e = entry(config, paths, n)
@@ -116,7 +128,7 @@ def plan(config: Config, *, task: str | None = None, profile: str | None = None,
     first = config.profiles[names[0]]
     skipped: list[str] = []
     if mode in ("auto", "server"):
-        p.states, p.external = server_states(config, names)
+        p.states, p.external = server_states(config, names, p.why)
         for i, n in enumerate(names):
             prof = config.profiles[n]
             if p.states[n] not in READY:
@@ -127,23 +139,33 @@ def plan(config: Config, *, task: str | None = None, profile: str | None = None,
             why = "its server" if len(names) == 1 else ("the task's profile" if i == 0 else "fallback")
             p.routes.append(Route("server", prof, why, n in p.external))
     if mode in ("cli", "auto"):  # in auto mode also the last resort if the servers do not answer
-        if first.engine != "llama-server":
-            if mode == "cli":
-                raise UsageError(f"profile {first.name!r}: cli mode needs a llama-server profile "
-                                 f"(engine is {first.engine}); start it with `llmctl up {first.name}`")
-        elif images and not first.mmproj:
-            if mode == "cli":
-                raise UsageError(f"profile {first.name!r} has no `mmproj:`, so it cannot read images "
-                                 f"({first.where()})")
-        else:
+        refusal = _no_cli(first, images)
+        if refusal is None:
             why = "cli mode" if mode == "cli" else ("no server running" if not p.routes else "no server answered")
             p.routes.append(Route("cli", first, why))
+        elif mode == "cli":
+            raise UsageError(refusal)
     if not p.routes:
         what = f"task {t.name!r}" if t is not None else f"profile {names[0]!r}"
         msg = f"no running server for {what} ({p.describe_states()})"
         if skipped:
             msg += f"; {', '.join(skipped)} cannot read images (no `mmproj:`)"
+        if first.remote:
+            raise RemoteUnreachable(msg, profile=names[0], url=first.url)
         if mode == "auto" and first.engine != "llama-server":
             msg += f"; cli mode needs a llama-server profile ({first.name} is {first.engine})"
         raise NoServerAvailable(msg, profile=names[0])
     return p
+
+
+def _no_cli(first: Profile, images: bool) -> str | None:
+    """Why cli mode cannot answer with ``first``'s model; None when it can."""
+    if first.remote:
+        return (f"profile {first.name!r} is a remote server ({first.url}): cli mode runs a model on this "
+                "machine; use --mode server, or a llama-server profile")
+    if first.engine != "llama-server":
+        return (f"profile {first.name!r}: cli mode needs a llama-server profile "
+                f"(engine is {first.engine}); start it with `llmctl up {first.name}`")
+    if images and not first.mmproj:
+        return f"profile {first.name!r} has no `mmproj:`, so it cannot read images ({first.where()})"
+    return None

@@ -303,8 +303,9 @@ def build(ctx: Ctx, cls: Any, node: yaml.MappingNode, where: str) -> Any:
             check_bounds(fields[key].metadata, values[key])
         except Bad as exc:
             ctx.add(vnode, full, str(exc))
+    optional = cls.optional_keys(values) if hasattr(cls, "optional_keys") else frozenset()
     for name, f in fields.items():
-        if f.default is REQUIRED and name not in lines:
+        if f.default is REQUIRED and name not in lines and name not in optional:
             ctx.add(node, join(where, name), "missing required key")
     obj = cls(**values)
     if "lines" in {f.name for f in dataclasses.fields(cls)}:

@@ -15,7 +15,19 @@ import yaml
 from ..errors import ProfileError
 from .binding import Ctx, Problem, build, close, is_null
 from .discovery import discover
-from .schema import NAME_MAX, NAME_RE, REQUIRED, Config, Defaults, Group, Profile, Task
+from .schema import (
+    NAME_MAX,
+    NAME_RE,
+    REMOTE_KEYS,
+    REMOTE_ONLY,
+    REQUIRED,
+    Config,
+    Defaults,
+    Group,
+    Profile,
+    Task,
+    url_port,
+)
 
 __all__ = ["MAX_NODES", "Problem", "check", "discover", "load", "parse_file"]
 
@@ -203,8 +215,9 @@ def check(cfg: Config) -> list[Problem]:
     problems: list[Problem] = []
     bound: dict[int, list[Profile]] = {}
     for prof in cfg.profiles.values():
-        if not isinstance(prof.port, int):
-            continue  # already reported
+        problems += remote_problems(prof)
+        if not isinstance(prof.port, int) or prof.remote:
+            continue  # already reported; a remote server binds nothing here
         for other in bound.get(prof.port, []):
             wild = {"0.0.0.0", "::", ""}
             if prof.host == other.host or prof.host in wild or other.host in wild:
@@ -237,3 +250,44 @@ def check(cfg: Config) -> list[Problem]:
                 problems.append(Problem(task.source, task.lines.get(key, 0), f"tasks.{task.name}.{key}",
                                         f"no profile named {ref!r}{hint}"))
     return problems
+
+
+def remote_problems(prof: Profile) -> list[Problem]:
+    """A remote profile: a valid ``url:``, a ``health:`` path, none of the keys that run a server;
+    a local one: none of the remote-only keys."""
+    def problem(key: str, message: str) -> Problem:
+        return Problem(prof.source, prof.lines.get(key, prof.lines.get("", 0)), f"profiles.{prof.name}.{key}", message)
+
+    written = [k for k in prof.lines if k]
+    if not prof.remote:
+        return [problem(k, f"only for `engine: remote` (this profile's server is {prof.engine}, "
+                           "reached at its host and port)") for k in written if k in REMOTE_ONLY]
+    out = [problem(k, "not for `engine: remote`: llmctl does not start that server (a remote profile "
+                      f"takes {', '.join(sorted(REMOTE_KEYS))})") for k in written if k not in REMOTE_KEYS]
+    if "url" not in written:
+        out.append(problem("url", "missing required key: `engine: remote` needs the server's base URL, "
+                                  "e.g. url: https://gpu-box:8080"))
+    else:
+        why = url_problem(prof.url)
+        if why:
+            out.append(problem("url", why))
+    if prof.health is not None and not prof.health.startswith("/"):
+        out.append(problem("health", f"a path on the server, starting with /, e.g. /health (got {prof.health!r})"))
+    return out
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a remote server's base URL, None when nothing is."""
+    scheme, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    if scheme not in ("http", "https") or not netloc:
+        return f"expected an http:// or https:// base URL, e.g. https://gpu-box:8080 (got {url!r})"
+    if "@" in netloc:
+        return "no credentials in the URL: put the key in an environment variable named by api_key_env"
+    if any(c in url for c in "?# \t\n"):
+        return f"a base URL has no query, fragment or spaces (got {url!r})"
+    if not 1 <= url_port(url) <= 65535:
+        return f"bad port in {url!r} (1-65535)"
+    if path.rstrip("/").endswith("v1"):
+        return f"give the server's base URL without /v1 (llmctl adds /v1/...): {url[: -len(path) - 1]!r}"
+    return None

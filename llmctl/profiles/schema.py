@@ -15,7 +15,7 @@ from typing import Any, Literal
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")  # \Z: a trailing newline is no name
 NAME_MAX = 64  #: longest profile, task or group name
 
-Engine = Literal["llama-server", "vllm"]
+Engine = Literal["llama-server", "vllm", "remote"]
 Backend = Literal["cpu", "cuda", "rocm", "vulkan", "metal"]
 Launcher = Literal["native", "docker"]
 RestartPolicy = Literal["no", "on-failure", "always"]
@@ -32,6 +32,13 @@ def _f(default: Any = None, help: str = "", factory: Any = None, **bounds: float
 
 REQUIRED = object()  # default of keys the YAML must give
 
+#: the keys a profile with ``engine: remote`` may have (a server llmctl does not start: how to
+#: reach it and what to call it; nothing about running it)
+REMOTE_KEYS = frozenset({"engine", "url", "model", "api_key_env", "health", "verify", "embeddings",
+                         "max_concurrent", "description"})
+#: the keys only a remote profile has
+REMOTE_ONLY = frozenset({"url", "health", "verify"})
+
 
 def client_url(host: str, port: int) -> str:
     """The URL a local client uses for a server bound to ``host:port`` (a wildcard bind is
@@ -41,6 +48,42 @@ def client_url(host: str, port: int) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+def url_port(url: str) -> int:
+    """The TCP port of an http(s) base URL (its scheme's default when it names none); 0 when
+    the URL is no http(s) URL (the loader reports it)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        return 0
+    netloc = rest.split("/", 1)[0].rpartition("@")[2]
+    port = netloc.rpartition("]")[2] if netloc.startswith("[") else netloc
+    _, colon, digits = port.rpartition(":")
+    if colon:
+        return int(digits) if digits.isdigit() else 0
+    return 443 if scheme == "https" else 80
+
+
+class _BaseUrl:
+    """The ``url`` field: what a remote profile wrote, else the URL a local server is reached at
+    (computed from ``host`` and ``port`` when read, so it follows them)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        written = obj.__dict__.get(self.slot)
+        return written if written else client_url(obj.host, obj.port)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        if isinstance(value, str):
+            value = value.rstrip("/")  # a base URL: paths are appended to it
+        obj.__dict__[self.slot] = None if isinstance(value, _BaseUrl) else value
+
+    def __str__(self) -> str:  # the default, as docs/profiles.md shows it
+        return "http://HOST:PORT"
 
 
 class Located:
@@ -121,9 +164,15 @@ class Group(Located):
 class Profile(Located):
     """One server: an engine, a model and how to run it."""
 
-    model: str = _f(REQUIRED, "a .gguf path (relative to this file), an imported model name, or a reference")
-    port: int = _f(REQUIRED, "TCP port the server listens on")
-    engine: Engine = _f("llama-server", "llama-server | vllm")
+    model: str = _f(REQUIRED, "a .gguf path (relative to this file), an imported model name, or a reference; "
+                    "remote: the served model name to ask for (optional)")
+    port: int = _f(REQUIRED, "TCP port the server listens on (not for remote)")
+    engine: Engine = _f("llama-server", "llama-server | vllm | remote (a server llmctl does not start: "
+                        "only url, model, api_key_env, health, verify, embeddings, max_concurrent)")
+    url: str = _f(_BaseUrl(), "remote: the server's http(s) base URL, e.g. https://gpu-box:8080 (a local "
+                  "server's is made from host and port)")
+    health: str | None = _f(None, "remote: the health path probed (default /health, then /v1/models)")
+    verify: bool = _f(True, "remote: verify the https certificate (false only for a server you trust)")
     host: str = _f("127.0.0.1", "address to bind; loopback unless you mean it")
     backend: Backend = _f("cpu", "cpu | cuda | rocm | vulkan | metal")
     devices: list[str] = _f(help="GPU ids made visible to the server", factory=list)
@@ -174,9 +223,22 @@ class Profile(Located):
     def base_dir(self) -> Path:
         return Path(self.source).parent if self.source else Path.cwd()
 
+    def __post_init__(self) -> None:
+        if self.engine == "remote":  # neither is required: the URL says where, the server what
+            if self.port is REQUIRED:
+                self.port = url_port(self.url)
+            if self.model is REQUIRED:
+                self.model = ""
+
     @property
-    def url(self) -> str:
-        return client_url(self.host, self.port)
+    def remote(self) -> bool:
+        """A server llmctl does not start (``engine: remote``)."""
+        return self.engine == "remote"
+
+    @staticmethod
+    def optional_keys(values: dict[str, Any]) -> frozenset[str]:
+        """Required keys that the values read so far make optional (the binder asks)."""
+        return frozenset({"model", "port"}) if values.get("engine") == "remote" else frozenset()
 
     def launcher_problem(self) -> str | None:
         """What the profile lacks for its launcher: the container settings `launcher: docker` needs."""

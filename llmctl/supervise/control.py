@@ -53,18 +53,22 @@ class Supervisor(StartProtocol, StopProtocol):
         """
         names = list(dict.fromkeys(names))
         profiles = [self.config.profile(n) for n in names]
+        skipped = {p.name: remote_skipped(p) for p in profiles if p.remote}
+        local = [n for n in names if n not in skipped]
         self.paths.ensure()
         specs: list[LaunchSpec] = []
         errors: list[LlmctlError] = []
         for p in profiles:
             try:
-                specs.append(self.prepare(p, timeout))
+                if not p.remote:
+                    specs.append(self.prepare(p, timeout))
             except LlmctlError as exc:
                 errors.append(exc)
         raise_all(errors)
-        if not force:
-            self._check_vram(names)
-        return self.launch(specs, progress=progress)
+        if not force and local:
+            self._check_vram(local)
+        started = {r.name: r for r in self.launch(specs, progress=progress)} if specs else {}
+        return [skipped.get(n) or started[n] for n in names]
 
     def _check_vram(self, names: list[str]) -> None:
         """Refuse, with the numbers, profiles that would not fit the GPU memory or vram_budget."""
@@ -107,6 +111,10 @@ class Supervisor(StartProtocol, StopProtocol):
         failures: list[LlmctlError] = []
 
         def one(name: str) -> StopResult | None:
+            prof = self.config.profiles.get(name)
+            if prof is not None and prof.remote:
+                return StopResult(name, "remote", note=f"{name}: a remote server ({prof.url}); llmctl does not "
+                                                       "stop it")
             try:
                 return self._stop_one(name)
             except StopFailed as exc:
@@ -135,3 +143,13 @@ class Supervisor(StartProtocol, StopProtocol):
         add_gpu_usage(entries)
         return entries
 
+
+
+def remote_skipped(prof: Profile) -> StartResult:
+    """`up`'s answer for a remote profile: not started, and whether it answers now."""
+    from ..engines.remote import probe
+
+    found = probe(prof)
+    how = f"it answers ({found.latency_ms:g} ms)" if found.reachable else f"unreachable: {found.message}"
+    return StartResult(prof.name, "remote", prof.url, None,
+                       note=f"{prof.name}: a remote server ({prof.url}); llmctl does not start it; {how}")

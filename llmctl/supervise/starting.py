@@ -35,10 +35,11 @@ Ready = tuple[int | None, float]  #: a server that answered: its pid and the sec
 @dataclass
 class StartResult:
     name: str
-    outcome: str  #: started | already-running
+    outcome: str  #: started | already-running | remote (not started: a server llmctl does not run)
     url: str
     pid: int | None
     seconds: float = 0.0
+    note: str = ""  #: for the caller to show (a remote profile: skipped, and whether it answers)
 
 
 class StartProtocol:

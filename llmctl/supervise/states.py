@@ -9,6 +9,9 @@ and the gateway; this module imports nothing of llmctl.
     unhealthy  running, but the last `health_failures` probes failed
     backoff    the server died; the next start is scheduled (restart policy)
     failed     given up: died while first starting, start timeout, crash loop, or policy `no`
+    unreachable  status only, of a remote profile (``engine: remote``, a server llmctl does not
+               start): its probe got no 200. No keeper, so no machine ever enters or leaves it;
+               a remote server that answers is ``running``
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class State(str, enum.Enum):
     UNHEALTHY = "unhealthy"
     BACKOFF = "backoff"
     FAILED = "failed"
+    UNREACHABLE = "unreachable"  #: a remote server that did not answer its probe (status only)
 
     def __str__(self) -> str:
         return self.value
@@ -37,8 +41,8 @@ LIVE = PROCESS_ALIVE | {State.BACKOFF}
 STARTED = frozenset({State.RUNNING, State.UNHEALTHY})
 #: it takes requests: `run`'s router, `tasks list`, `embed`
 READY = frozenset({State.RUNNING})
-#: the keeper is done with it
-TERMINAL = frozenset({State.STOPPED, State.FAILED})
+#: no keeper works on it: the keeper is done with it (or, a remote server, there never is one)
+TERMINAL = frozenset({State.STOPPED, State.FAILED, State.UNREACHABLE})
 
 #: every transition a keeper's state machine may make (a state may also stay as it is)
 TRANSITIONS: dict[State, frozenset[State]] = {
@@ -54,6 +58,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     # the next spawn; a stop request cancels it
     State.BACKOFF: frozenset({State.STARTING, State.STOPPED}),
     State.FAILED: frozenset(),
+    State.UNREACHABLE: frozenset(),  # status' word for a remote server: no machine reaches or leaves it
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import Paths
-from ..profiles.schema import Config
+from ..profiles.schema import Config, Profile
 from .locks import is_held
 from .spec import LaunchSpec
 from .state import ServerState, read_state
@@ -45,6 +45,7 @@ class StatusEntry:
     container: dict[str, Any] | None = None  #: a container's state, from its launcher (None: native)
     vram_mib: int | None = None  #: GPU memory of the server and its children (nvidia-smi/rocm-smi)
     gpus: list[int] | None = None  #: indexes of the GPUs it uses, where the tool says
+    latency_ms: float | None = None  #: a remote server: how long its probe took to answer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +71,8 @@ def tail(path: str | Path, n: int = 30) -> str:
 def entry(config: Config, paths: Paths, name: str) -> StatusEntry:
     """One profile's status from its state file, its keeper lock and its processes."""
     prof = config.profiles.get(name)
+    if prof is not None and prof.remote:
+        return remote_entry(prof)
     # the lock first: a keeper writes its last state before its lock goes, so a state read after
     # the lock was seen free is final (the other order can pair a stale `starting` with no keeper)
     held = is_held(paths.lock_file(name))
@@ -109,6 +112,18 @@ def entry(config: Config, paths: Paths, name: str) -> StatusEntry:
         if st.reason == Why.RESTARTING:  # counted down as of now, not as of the crash
             e.message = backoff_note(st.message, e.next_try_in_s)
     return e
+
+
+def remote_entry(prof: Profile) -> StatusEntry:
+    """A remote profile's row: no keeper, no process; its probe says running or unreachable."""
+    from ..engines.remote import probe
+
+    found = probe(prof)
+    return StatusEntry(name=prof.name, engine=prof.engine, state=found.state, pid=None, port=prof.port,
+                       url=prof.url, model=prof.model or None, uptime_s=None, restarts=0, exit_code=None,
+                       exit_signal=None, health="ok" if found.reachable else "down",
+                       message=found.message or f"remote: {found.path} answered in {found.latency_ms:g} ms",
+                       latency_ms=found.latency_ms)
 
 
 def quick_state(paths: Paths, name: str) -> State | None:

@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 @dataclass
 class StopResult:
     name: str
-    outcome: str  #: stopped | not-running
+    outcome: str  #: stopped | not-running | remote (not stopped: a server llmctl does not run)
     killed: bool = False  #: SIGKILL was needed
     pids: list[int] = field(default_factory=list)
+    note: str = ""  #: for the caller to show
 
 
 class StopProtocol:
