@@ -28,6 +28,7 @@ from llmctl.gateway.policy import (
     stop_on_exit,
 )
 from llmctl.gateway.pool import Pool
+from llmctl.gateway.scheduler import resident
 from llmctl.gateway.states import FROM_SUPERVISOR, TRANSITIONS, GatewayState, IllegalTransition, check_transition
 from llmctl.profiles.schema import Config, Profile
 from llmctl.supervise.states import State
@@ -60,6 +61,7 @@ def b(state: GatewayState = RUNNING, **kw) -> Server:
 
 
 ASK_A = Request("a", ticket=5)
+HOT = {"min_resident": 3, "rate": 1}  #: kept 3 s once loaded; asked for once a second (in demand)
 
 CASES = [
     # -- admission ------------------------------------------------------------------------
@@ -124,12 +126,52 @@ CASES = [
                  id="budget: a server already stopping counts first (waited for, not claimed)"),
     pytest.param(world(a(estimate=200), b(estimate=200), srv("c", RUNNING, estimate=100), groups=duo(), budget=300),
                  ASK_A, Start((("b", "swap"),)), id="budget: the swapped-out member's memory counts"),
+    # -- judgement: reload cost, minimum residency, collation (llmctl.gateway.scheduler) -----
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, last_used=50, load_s=30, rate=0.1),
+                       srv("c", RUNNING, estimate=100, last_used=80, load_s=2, rate=0.05), budget=250), ASK_A,
+                 Start((("c", "budget"),)),
+                 id="cost: the server cheaper to reload goes, though used more recently (LRU would stop b)"),
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, last_used=50, load_s=5, rate=0.1),
+                       srv("c", RUNNING, estimate=100, last_used=80, load_s=5, rate=0.1), budget=250), ASK_A,
+                 Start((("b", "budget"),)), id="cost: equal costs fall back to least recently used"),
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=50, load_s=1, rate=0.01),
+                       srv("c", RUNNING, estimate=200, load_s=9, rate=0.1), budget=250), ASK_A,
+                 Start((("c", "budget"),)), id="cost: a cheap victim that turns out not to be needed is kept"),
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, running_since=NOW - 1,
+                                                   **HOT), budget=150), ASK_A, Wait(claim=("b",)),
+                 id="min_resident: a server loaded 1 s ago is not evicted: no thrash, the request waits"),
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, running_since=NOW - 3,
+                                                   **HOT), budget=150), ASK_A, Start((("b", "budget"),)),
+                 id="min_resident: once it has stayed its time it may go"),
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, running_since=NOW - 1, **HOT,
+                                                   last_used=10),
+                       srv("c", RUNNING, estimate=100, last_used=90, load_s=9, rate=1), budget=250), ASK_A,
+                 Start((("c", "budget"),)), id="min_resident: a server past it goes before one still inside it"),
+    pytest.param(world(a(), b(running_since=NOW - 1, **HOT), groups=duo()), ASK_A, Wait(claim=("b",)),
+                 id="min_resident: holds for an exclusive group's swap too"),
+    pytest.param(world(a(RUNNING, claims=frozenset({3}), running_since=NOW - 1, **HOT)), ASK_A, Admit(),
+                 id="collation: claimed but inside min_resident, a later request for it is still served"),
+    pytest.param(world(a(RUNNING, claims=frozenset({3}), running_since=NOW - 3, **HOT)), ASK_A, Wait(),
+                 id="collation ends with min_resident: then the earlier claim goes first"),
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, running_since=NOW - 1, min_resident=3,
+                                                   rate=0.1), budget=150), ASK_A, Start((("b", "budget"),)),
+                 id="min_resident: a server asked for too rarely to be needed again within it is not kept"),
 ]
 
 
 @pytest.mark.parametrize(("w", "req", "expected"), CASES)
 def test_decide(w: World, req: Request, expected):
     assert decide(w, req) == expected
+
+
+def test_a_min_resident_wait_says_when_to_decide_again():
+    """A request held back by min_resident is woken when the time is up, not only on a change."""
+    w = world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, running_since=NOW - 1, **HOT),
+              budget=150)
+    d = decide(w, ASK_A)
+    assert isinstance(d, Wait) and d.until == NOW + 2
+    assert d.why == "waiting for b (loaded 1.0 s ago, min_resident 3 s) to make room for a"
+    assert decide(world(a(), b(inflight=1), groups=duo()), ASK_A).until is None
 
 
 def test_a_wait_and_a_refusal_say_why():
@@ -141,7 +183,7 @@ def test_a_wait_and_a_refusal_say_why():
 
 def test_a_start_never_stops_a_server_serving_or_owed_a_request():
     """The invariant behind the table, over many random worlds: a Start's victims are idle,
-    with no older request waiting for them and no older claim on them."""
+    with no older request waiting for them and no older claim on them, and not kept by min_resident."""
     rnd = random.Random(13)
     states = list(GatewayState)
     for _ in range(3000):
@@ -149,7 +191,9 @@ def test_a_start_never_stops_a_server_serving_or_owed_a_request():
                           waiting=frozenset(rnd.sample(range(1, 10), rnd.randint(0, 2))),
                           claims=frozenset(rnd.sample(range(1, 10), rnd.randint(0, 1))),
                           group=rnd.choice([None, "g"]), estimate=rnd.choice([0, 100, 200]),
-                          last_used=rnd.random() * NOW) for n in "abcde"]
+                          last_used=rnd.random() * NOW, load_s=rnd.choice([0, 1, 9]), rate=rnd.random(),
+                          running_since=rnd.choice([None, NOW - 1, NOW - 10]), min_resident=rnd.choice([0, 3]))
+                   for n in "abcde"]
         groups = {"g": Group(tuple(s.name for s in servers if s.group == "g"), exclusive=rnd.random() < 0.8)}
         w = World({s.name: s for s in servers}, groups, rnd.choice([None, 300, 500]), NOW)
         req = Request(rnd.choice("abcde"), ticket=rnd.randint(1, 10))
@@ -159,6 +203,7 @@ def test_a_start_never_stops_a_server_serving_or_owed_a_request():
                 v = w.servers[name]
                 assert v.state is RUNNING and v.inflight == 0, (w, req, d)
                 assert not any(t < req.ticket for t in v.waiting | v.claims), (w, req, d)
+                assert not resident(v, NOW), (w, req, d)
 
 
 # -- idle TTL and the primary's return -------------------------------------------------------

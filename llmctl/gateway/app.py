@@ -64,10 +64,10 @@ def resolve_budget(config: Config, gw: GatewayConfig) -> int | None:
     if gw.vram_budget is not None:
         return gw.vram_budget
     if config.defaults.vram_budget:
-        from ..units import parse_size
+        from ..gpu.placement import budget_bytes
 
         try:
-            return parse_size(config.defaults.vram_budget)
+            return budget_bytes(config.defaults.vram_budget)
         except ValueError as exc:
             raise UsageError(f"defaults.vram_budget: {exc}") from None
     return None

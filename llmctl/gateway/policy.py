@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..units import format_size
+from .scheduler import cost_class, default_load, prune, resident, resident_until
 from .states import HOLDS_MEMORY, GatewayState
 
 S = GatewayState
@@ -43,6 +44,10 @@ class Server:
     failed_attempt: int = 0  #: the last start attempt that failed
     reason: str = ""  #: why it failed
     idle_ttl: float | None = None  #: idle seconds before it is stopped (None: never)
+    load_s: float = 0.0  #: seconds its start is expected to take (measured; 0: never timed)
+    rate: float = 0.0  #: its recent requests per second, as of now (scheduler.bumped)
+    running_since: float | None = None  #: when it last became running (None: not running or unknown)
+    min_resident: float = 0.0  #: seconds it stays once loaded before it may be evicted
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class Wait:
 
     claim: tuple[str, ...] = ()
     why: str = field(default="", compare=False)
+    until: float | None = field(default=None, compare=False)  #: decide again by then, even if nothing changed
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,7 @@ def decide(world: World, req: Request) -> Decision:
         return Reject("closing", "the gateway is shutting down")
     srv = world.servers[req.name]
     if srv.state is S.RUNNING:
-        if srv.claims and req.ticket > min(srv.claims):
+        if srv.claims and req.ticket > min(srv.claims) and not resident(srv, world.now):
             return Wait(why="waiting while it is swapped out for an earlier request")
         if srv.inflight >= srv.limit:
             return Reject("busy", f"{srv.name} is already serving {srv.inflight} requests")
@@ -133,12 +139,22 @@ def _make_room(world: World, srv: Server, ticket: int) -> Decision:
     if plan is None:
         return Reject("too-big", f"{srv.name} needs about {format_size(srv.estimate)} of GPU memory, more than "
                                  f"the whole VRAM budget ({format_size(world.budget or 0)})")
-    blockers = [world.servers[n] for n, _ in plan if not evictable(world.servers[n], ticket)]
+    blockers = [world.servers[n] for n, _ in plan
+                if not evictable(world.servers[n], ticket) or resident(world.servers[n], world.now)]
     if not blockers:
         return Start(plan)
-    why = ", ".join(f"{b.name} ({'busy' if b.inflight else b.state})" for b in blockers)
+    why = ", ".join(f"{b.name} ({_blocked(b, world.now)})" for b in blockers)
+    times = [t for t in (resident_until(b) for b in blockers if resident(b, world.now)) if t is not None]
     return Wait(tuple(b.name for b in blockers if b.state is not S.STOPPING),
-                f"waiting for {why} to make room for {srv.name}")
+                f"waiting for {why} to make room for {srv.name}", min(times) if times else None)
+
+
+def _blocked(srv: Server, now: float) -> str:
+    if srv.inflight:
+        return "busy"
+    if srv.state is S.RUNNING and resident(srv, now):
+        return f"loaded {now - (srv.running_since or now):.1f} s ago, min_resident {srv.min_resident:g} s"
+    return str(srv.state)
 
 
 def evictable(srv: Server, ticket: int) -> bool:
@@ -151,7 +167,9 @@ def evictable(srv: Server, ticket: int) -> bool:
 def victims(world: World, name: str, ticket: int) -> tuple[tuple[str, StopWhy], ...] | None:
     """The servers to stop before ``name`` starts, each with why: the other live members of its
     exclusive group (swap), then, while the budget is exceeded, servers already stopping, then
-    idle ones least recently used first, then busy ones (budget). None: it does not fit even alone."""
+    idle ones (those past ``min_resident`` first, cheapest to reload first: scheduler.cost; least
+    recently used first among equals), then busy ones (budget); victims found not needed after
+    all are kept (scheduler.prune). None: it does not fit even alone."""
     srv = world.servers[name]
     out: dict[str, StopWhy] = {}
     group = world.groups.get(srv.group or "")
@@ -165,13 +183,18 @@ def victims(world: World, name: str, ticket: int) -> tuple[tuple[str, StopWhy], 
         return None
     live = [s for s in world.servers.values() if s.name != name and s.state in HOLDS_MEMORY and s.estimate]
     used = sum(s.estimate for s in live) - sum(world.servers[v].estimate for v in out)
+    fallback = default_load(live)
     order = sorted((s for s in live if s.name not in out),
-                   key=lambda s: (s.state is not S.STOPPING, not evictable(s, ticket), s.last_used))
+                   key=lambda s: (s.state is not S.STOPPING, not evictable(s, ticket), resident(s, world.now),
+                                  cost_class(s, fallback), s.last_used))
+    chosen = []
     for s in order:
         if used + srv.estimate <= world.budget:
             break
-        out[s.name] = "budget"
+        chosen.append(s)
         used -= s.estimate
+    for s in prune(chosen, used, srv.estimate, world.budget):
+        out[s.name] = "budget"
     return tuple(out.items())
 
 

@@ -33,6 +33,7 @@ from .metrics import NO_METRICS, PoolMetrics
 from .policy import Admit, Group, Reject, Request, Wait, World, decide, idle_ttl, members, stop_on_exit
 from .reaper import Reaper
 from .records import Lease, Record, Views, Waiter
+from .scheduler import learned_load
 from .states import GatewayState, check_transition
 
 log = logging.getLogger("llmctl.gateway")
@@ -52,7 +53,8 @@ class Pool:
         groups = members((p.name, p.group) for p in config.profiles.values())
         self.groups = {n: Group(groups.get(n, ()), g.exclusive, g.primary) for n, g in config.groups.items()}
         self.records = {name: Record(p, limit=p.max_concurrent or gw.max_concurrent,
-                                     idle_ttl=self.default_idle_ttl(name))
+                                     idle_ttl=self.default_idle_ttl(name),
+                                     min_resident=self.default_min_resident(name))
                         for name, p in config.profiles.items()}
         self.closing = False
         self._tickets = itertools.count(1)
@@ -114,8 +116,11 @@ class Pool:
                 try:
                     if remaining <= 0:
                         raise asyncio.TimeoutError
-                    await asyncio.wait_for(self._event.wait(), remaining)
+                    wake = remaining if w.until is None else min(remaining, w.until - time.monotonic())
+                    await asyncio.wait_for(self._event.wait(), max(0.0, wake))
                 except asyncio.TimeoutError:
+                    if w.until is not None and time.monotonic() < deadline:
+                        continue  # its min_resident wait is over: decide again
                     raise Unavailable(f"{name}: waited {time.monotonic() - t0:.0f} s ({w.why or rec.state}); "
                                       f"giving up (serve --wait-timeout)", profile=name,
                                       state=rec.state.value) from None
@@ -142,9 +147,10 @@ class Pool:
             for other in d.claim:
                 self.records[other].claims.add(w.ticket)
                 w.claimed.add(other)
-            w.why = d.why
+            w.why, w.until = d.why, d.until
             return None
         self._drop_claims(w)
+        w.until = None
         w.attempt = self._begin_start(rec, d.victims)
         w.why = f"{rec.name} is starting"
         return None
@@ -167,6 +173,7 @@ class Pool:
     def _release(self, rec: Record) -> None:
         rec.inflight -= 1
         rec.last_used = time.monotonic()
+        rec.served_one(rec.last_used)
         if rec.inflight == 0 and (rec.claims or any(r.waiting for r in self.records.values())):
             self._changed()
 
@@ -193,7 +200,9 @@ class Pool:
                         raise Unavailable(f"{rec.name} was not started: stopping {v.name} failed: "
                                           f"{getattr(r, 'message', r)}", profile=rec.name)
             log.info("%s: starting", rec.name)
+            t1 = time.monotonic()
             outcome = await self._call(self.control.start, rec.name)
+            rec.load_s = learned_load(rec.load_s, time.monotonic() - t1)
             rec.ours = rec.ours or outcome in ("started", "adopted")
             rec.last_used = time.monotonic()
             self._set(rec, S.RUNNING)
@@ -237,6 +246,15 @@ class Pool:
         p = self.config.profiles[name]
         return idle_ttl(name, p.idle_ttl, self.groups.get(p.group or ""), self.gw.primary_return)
 
+    def default_min_resident(self, name: str) -> float:
+        """``name``'s ``min_resident:``, else ``defaults.min_resident``; a member of an exclusive
+        group swaps as written (0) unless its profile says otherwise."""
+        p = self.config.profiles[name]
+        if p.min_resident is not None:
+            return p.min_resident
+        group = self.groups.get(p.group or "")
+        return 0.0 if group is not None and group.exclusive else self.config.defaults.min_resident
+
     def set_idle_ttl(self, name: str, seconds: float | None) -> None:
         """A client's idle TTL for ``name`` from now on (Ollama's ``keep_alive``): 0 stops it as
         soon as it is idle, None never; the reaper's next pass applies it."""
@@ -255,8 +273,9 @@ class Pool:
     # -- plumbing -------------------------------------------------------------------------
     def world(self) -> World:
         """The records as the policy reads them, now."""
-        return World(Views(self.records), self.groups, self.budget,
-                     time.monotonic(), self.gw.retry_failed_after, self.closing)
+        now = time.monotonic()
+        return World(Views(self.records, now), self.groups, self.budget,
+                     now, self.gw.retry_failed_after, self.closing)
 
     def _set(self, rec: Record, state: GatewayState) -> None:
         """The one way a record changes state (raises IllegalTransition for one the table lacks)."""

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from ..profiles.schema import Profile
 from .policy import Server
+from .scheduler import bumped, decayed
 from .states import GatewayState
 
 
@@ -35,16 +36,28 @@ class Record:
     served: int = 0  #: requests admitted
     limit: int = 1  #: requests it serves at once: its ``max_concurrent:``, else serve's
     idle_ttl: float | None = None  #: idle seconds before it is stopped (see policy.idle_ttl)
+    load_s: float = 0.0  #: seconds its start is expected to take (scheduler.learned_load; 0: never timed)
+    rate: float = 0.0  #: requests per second as of ``rate_at`` (scheduler.bumped as each ends)
+    rate_at: float = 0.0
+    min_resident: float = 0.0  #: seconds it stays once loaded before it may be evicted
 
     @property
     def name(self) -> str:
         return self.profile.name
 
-    def view(self) -> Server:
-        """The record as the policy reads it."""
+    def view(self, now: float | None = None) -> Server:
+        """The record as the policy reads it (``now``: the clock its request rate is read at)."""
+        now = time.monotonic() if now is None else now
         return Server(self.name, self.state, self.inflight, self.limit, frozenset(self.waiting),
                       frozenset(self.claims), self.profile.group, self.estimate, self.last_used,
-                      self.failed_at, self.failed_attempt, self.reason, self.idle_ttl)
+                      self.failed_at, self.failed_attempt, self.reason, self.idle_ttl, self.load_s,
+                      decayed(self.rate, self.rate_at, now),
+                      self.since if self.state is GatewayState.RUNNING else None, self.min_resident)
+
+    def served_one(self, now: float) -> None:
+        """A request to it ended at ``now``: its request rate goes up (counted at the end, as
+        ``last_used``, so equal rates fall back to least recently used)."""
+        self.rate, self.rate_at = bumped(self.rate, self.rate_at, now), now
 
     def row(self, now: float) -> dict[str, Any]:
         """The record for ``/v1/models``, ``/metrics`` and the dashboard."""
@@ -59,14 +72,14 @@ class Views(Mapping[str, Server]):
     """The records as the policy reads them, each view built when first read (a request for a
     running server reads only its own: the common case stays cheap however many profiles)."""
 
-    def __init__(self, records: Mapping[str, Record]) -> None:
-        self._records = records
+    def __init__(self, records: Mapping[str, Record], now: float | None = None) -> None:
+        self._records, self._now = records, now
         self._views: dict[str, Server] = {}
 
     def __getitem__(self, name: str) -> Server:
         view = self._views.get(name)
         if view is None:
-            view = self._views[name] = self._records[name].view()
+            view = self._views[name] = self._records[name].view(self._now)
         return view
 
     def __iter__(self) -> Iterator[str]:
@@ -103,3 +116,4 @@ class Waiter:
     attempt: int = 0  #: the start attempt it waits on
     claimed: set[str] = field(default_factory=set)  #: the servers it put its claim on
     why: str = ""  #: what it waits for, for the message when it gives up
+    until: float | None = None  #: decide again by then even if nothing changed (min_resident)

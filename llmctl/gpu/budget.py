@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..errors import VramExceeded
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
-from ..units import format_size, parse_size
+from ..units import format_size
 from .estimate import Estimate, estimate_profile
+from .placement import BudgetValue, budget_bytes
 
 if TYPE_CHECKING:
     from .probe import Gpu, GpuReport
@@ -154,7 +155,7 @@ def _label(g: Gpu) -> str:
     return f"{g.vendor} {g.index}"
 
 
-def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, budget: str | None = None,
+def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, budget: BudgetValue = None,
               report: GpuReport | None = None, running: dict[str, int] | None = None, hub: bool = False) -> Plan:
     """Estimate ``names`` and compare with the budget (``budget``, else ``defaults.vram_budget``)
     or, without one, per GPU with the free memory the GPU tools report (rules: module docstring).
@@ -178,7 +179,7 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
     plan = Plan(estimates, None if unknown else need_known, running_bytes, None, "unknown", notes,
                 need_known=need_known, unknown=unknown)
     if budget:
-        plan.limit, plan.limit_from = parse_size(budget), "vram_budget"
+        plan.limit, plan.limit_from = budget_bytes(budget) or 0, "vram_budget"
         if need_known + running_bytes > plan.limit:
             plan.fits = False  # already over without the unknown ones
         else:

@@ -1,0 +1,91 @@
+"""The judgement behind the gateway's evictions, pure: what stopping an idle server is expected
+to cost, how recent demand is measured, and how long a server is kept once loaded.
+
+**The cost of an eviction** is the reload time it is expected to bring, per second: the seconds
+the server took to start last time (measured by the pool at each start, kept per profile) times
+how often it has been asked for lately (an exponentially decayed request rate, window
+:data:`RATE_WINDOW`). The cheapest idle servers go first; equal costs (nothing measured yet, or
+within a factor of :data:`COST_STEP`) fall back to least recently used, today's rule. After the
+victims are chosen greedily, any that turn out not to be needed are kept (:func:`prune`).
+
+**Minimum residency.** A server loaded less than ``min_resident`` seconds ago, and in demand
+(at its request rate, another request within ``min_resident`` is more likely than not), is not
+stopped to make room: the request that needs the room waits (and is woken when the time is up). Meanwhile
+requests for that server are still admitted, even after a claim on it: each swap serves the
+batch of requests that gathered for it, and two models cannot evict each other on every request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from statistics import median
+from typing import TYPE_CHECKING
+
+from .states import GatewayState
+
+if TYPE_CHECKING:
+    from .policy import Server
+
+RATE_WINDOW = 30.0  #: seconds over which the request rate decays by a factor e
+DEFAULT_MIN_RESIDENT = 3.0  #: seconds a loaded server stays before it may be evicted (the default)
+COST_STEP = 2.0  #: costs within this factor of each other count as equal
+UNKNOWN_LOAD = 1.0  #: seconds assumed for a reload when no start was ever timed
+
+
+def decayed(rate: float, at: float, now: float) -> float:
+    """``rate`` (requests per second as of ``at``) as of ``now``."""
+    return rate * math.exp(-max(0.0, now - at) / RATE_WINDOW)
+
+
+def bumped(rate: float, at: float, now: float) -> float:
+    """The rate as of ``now`` after one more request at ``now``."""
+    return decayed(rate, at, now) + 1.0 / RATE_WINDOW
+
+
+def learned_load(old: float, seconds: float) -> float:
+    """The expected start time after one more measured start (weighted to the recent ones)."""
+    return seconds if old <= 0 else 0.5 * old + 0.5 * seconds
+
+
+def resident_until(srv: Server) -> float | None:
+    """When ``srv`` may be evicted (None: it is not protected by ``min_resident``)."""
+    if srv.running_since is None or srv.min_resident <= 0:
+        return None
+    return srv.running_since + srv.min_resident
+
+
+def resident(srv: Server, now: float) -> bool:
+    """``srv`` is kept: loaded less than its ``min_resident`` ago, and in demand (at its recent
+    rate, another request within ``min_resident`` is more likely than not)."""
+    until = resident_until(srv)
+    return until is not None and now < until and srv.rate * srv.min_resident >= math.log(2)
+
+
+def default_load(servers: Iterable[Server]) -> float:
+    """The reload time assumed for a server never timed: the median of the timed ones."""
+    known = [s.load_s for s in servers if s.load_s > 0]
+    return median(known) if known else UNKNOWN_LOAD
+
+
+def cost(srv: Server, fallback: float) -> float:
+    """Expected reload seconds per second brought by stopping ``srv`` now."""
+    return (srv.load_s or fallback) * srv.rate
+
+
+def cost_class(srv: Server, fallback: float) -> int:
+    """:func:`cost` in classes a factor of :data:`COST_STEP` apart: costs closer than that are
+    equal (measurement noise must not overturn least recently used)."""
+    c = cost(srv, fallback)
+    return -(1 << 30) if c <= 0 else math.floor(math.log(c, COST_STEP))
+
+
+def prune(chosen: Sequence[Server], used: int, need: int, budget: int) -> list[Server]:
+    """``chosen`` (victims in eviction order, ``used`` the bytes live after stopping them) less
+    those not needed after all: the costliest are kept first when dropping one still fits."""
+    out = list(chosen)
+    for s in reversed(chosen):
+        if s.state is GatewayState.RUNNING and used + s.estimate + need <= budget:
+            out.remove(s)
+            used += s.estimate
+    return out
