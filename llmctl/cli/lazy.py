@@ -25,6 +25,7 @@ WHERE = {
     "pull": "models_cmd", "import": "models_cmd",
     "run": "run_cmd", "embed": "run_cmd",
     "serve": "serve_cmd", "doctor": "doctor_cmd", "bench": "bench_cmd", "completion": "completion_cmd",
+    "export": "export_cmd",
     "profiles": "profiles_cmd", "models": "models_cmd", "tasks": "run_cmd",
 }
 
