@@ -99,6 +99,16 @@ if [ $tests = 1 ]; then
       say "warning: the dashboard test needs Chromium: sudo apt-get install chromium chromium-driver"
     fi
   fi
+  # the container tests run a real engine: podman with the runc runtime (crun fails on these
+  # machines), and podman-docker's `docker` for the docker spelling
+  if ! command -v podman >/dev/null || ! command -v runc >/dev/null \
+      || ! dpkg-query -W -f '${Status}' podman-docker 2>/dev/null | grep -q 'ok installed'; then
+    if [ "$(id -u)" = 0 ]; then
+      (apt_get install -y -q podman runc podman-docker >/dev/null 2>&1 || { apt_get update -q >/dev/null && apt_get install -y -q podman runc podman-docker >/dev/null; })
+    else
+      say "warning: the container tests need podman: sudo apt-get install podman runc podman-docker"
+    fi
+  fi
   venv .venv-olah
   .venv-olah/bin/python -m pip install -q olah==0.5.4  # the mirror fixture relies on how this version stores metadata
   venv .venv-vllm
