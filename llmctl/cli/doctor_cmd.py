@@ -91,9 +91,28 @@ def collect() -> dict:
         "vllm": vllm or None,
         "docker": shutil.which("docker") or None,
         "podman": shutil.which("podman") or None,
+        "containers": _containers(),
         "paths": {"state": str(paths.state), "logs": str(paths.logs), "models": str(paths.models),
                   "user_config": str(config_path(paths))},
     }
+
+
+def _containers() -> list[dict]:
+    """The container engines behind the `docker` and `podman` commands: engine, version, runtime."""
+    from ..engines.launchers.docker import engine_info
+
+    return [info for info in (engine_info("docker"), engine_info("podman")) if info]
+
+
+def _container_line(c: dict) -> str:
+    """`docker: /usr/bin/docker: podman 4.3.1, runtime runc 1.1.5` (or why the engine is not there)."""
+    engine = " ".join(str(x) for x in (c.get("engine"), c.get("version")) if x)
+    if c.get("runtime"):
+        engine += f", runtime {c['runtime']}" + (f" {c['runtime_version']}" if c.get("runtime_version") else "")
+    if c.get("error"):
+        client = f"{c.get('engine') or c['command']} client {c['client_version']}" if c.get("client_version") else ""
+        engine = "; ".join(x for x in (client or engine, f"engine not reachable: {c['error']}") if x)
+    return f"{c['command']}: {c['path']}: {engine or 'unknown engine'}"
 
 
 def _cpu() -> dict:
@@ -157,7 +176,10 @@ def doctor(json: JsonOpt = False) -> None:
         for line in _cpu_lines(e["cpu"]):
             out.text(line)
     out.text(f"vllm: {info['vllm'] or 'not on PATH (a profile can name its own `command:`)'}")
-    out.text(f"docker: {info['docker'] or 'not found'}; podman: {info['podman'] or 'not found'}")
+    for c in info["containers"]:
+        out.text(_container_line(c))
+    for cli in sorted({"docker", "podman"} - {c["command"] for c in info["containers"]}):
+        out.text(f"{cli}: not found")
     for k, v in info["paths"].items():
         out.text(f"{k}: {v}")
 

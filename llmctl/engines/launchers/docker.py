@@ -5,15 +5,19 @@ the server's log), stops it with ``docker stop -t STOP_TIMEOUT``, removes a stal
 container of the same name before starting, and asks ``docker inspect`` about the container
 rather than trusting the client's pid. No ``--rm``: when the client exits, the container is
 still there to be asked why (``State.ExitCode``, ``State.OOMKilled``); the keeper asks
-(:func:`after_exit`), then removes it itself. Works with podman (``docker: {command: podman}``).
+(:func:`after_exit`), then removes it itself. A container the runtime refused never ran and has
+no exit code of its own: the client's (126) and its error stand. Works with podman
+(``docker: {command: podman}``, or podman-docker's ``docker``), tested with its runc runtime.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...errors import StartFailed
 from ...profiles.schema import Profile
@@ -101,6 +105,12 @@ def run_argv(profile: Profile, cmd: ServerCommand) -> list[str]:
 # -- what the keeper and `down` ask of the container CLI ---------------------------------------
 def inspect(docker: str, name: str) -> dict[str, Any] | None:
     """The container's State (Running, ExitCode, OOMKilled...), or None if there is none."""
+    doc = inspect_all(docker, name)
+    return None if doc is None else (doc.get("State") or {})
+
+
+def inspect_all(docker: str, name: str) -> dict[str, Any] | None:
+    """``docker inspect NAME``: the container's whole record (State, HostConfig...), or None."""
     try:
         r = subprocess.run([docker, "inspect", name], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -109,9 +119,9 @@ def inspect(docker: str, name: str) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(r.stdout)
-        return data[0].get("State", {}) if data else None
-    except (ValueError, IndexError, AttributeError):
+    except ValueError:
         return None
+    return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
 
 
 def remove_stale(docker: str, name: str) -> None:
@@ -152,41 +162,97 @@ def remove_container(docker: str, name: str) -> bool:
 OOM_NOTE = "killed by the kernel's OOM killer (docker inspect: OOMKilled)"
 
 
-def after_exit(docker: str, name: str, stop_timeout: float, code: int | None, sig: int | None) -> Exit:
+def never_started(state: dict[str, Any]) -> bool:
+    """The container exists but never ran: the runtime failed to create or start it (podman's
+    inspect then says Status "created", ExitCode 0; Docker's, ExitCode 127/128 and an Error).
+    Both leave StartedAt at the zero time."""
+    if state.get("Running"):
+        return False
+    return state.get("Status") in ("created", "configured") or str(state.get("StartedAt", "")).startswith("0001-")
+
+
+def runtime_error(state: dict[str, Any], client_lines: list[str]) -> str:
+    """Why the runtime did not start the container: Docker keeps it in State.Error; podman only
+    prints it, as the client's last line on stderr (``Error: runc: runc create failed: ...``)."""
+    said = str(state.get("Error") or "").strip()
+    if not said:
+        errors = [ln for ln in client_lines if "error" in ln.lower()]
+        said = (errors or client_lines or ["the container runtime gave no reason"])[-1].strip()
+    said = said.removeprefix("Error: ").removeprefix("docker: ")
+    return said if len(said) <= 400 else said[:397] + "..."
+
+
+def after_exit(docker: str, name: str, stop_timeout: float, code: int | None, sig: int | None,
+               client_lines: Callable[[], list[str]] = list) -> Exit:
     """The ``docker run`` client exited with ``code``/``sig``: ask the container what happened.
 
-    A container that still runs lost its client (killed): stop it. Then take the exit code and
-    OOMKilled from ``docker inspect`` (the client's status is only its own), and remove the
-    container, since there is no ``--rm``. Without a container to ask, the client's status stands.
+    A container that still runs lost its client (killed): stop it. A container that never ran
+    (the runtime refused it) has no exit code of its own: the client's (126...) stands and the
+    runtime's error, from ``client_lines()`` (what the client printed), becomes the cause. Else
+    take the exit code and OOMKilled from ``docker inspect`` (the client's status is only its
+    own). Then remove the container, since there is no ``--rm``. Without a container to ask, the
+    client's status stands.
     """
     out = Exit(code, sig)  # the container's exit code (State.ExitCode) replaces the client's below
-    state = inspect(docker, name)
-    if state is None:
+    doc = inspect_all(docker, name)
+    if doc is None:
         out.notes.append(f"container {name} not found by `{docker} inspect`: "
                          f"the exit status is the {docker} client's")
         return out
+    state = doc.get("State") or {}
     if state.get("Running"):
-        how = f"signal {sig}" if sig else f"code {code}"
-        out.notes.append(f"the {docker} client exited ({how}) but container {name} still runs: "
-                         f"stopping and removing it")
-        stop(docker, name, stop_timeout, remove=False)
-        # we stopped it, so its exit code (0 after a clean SIGTERM) says nothing: the server
-        # was lost with its client, which the restart policy must see as a failure
-        if not remove_container(docker, name):
-            out.notes.append(f"could not remove container {name}; `{docker} rm -f {name}` by hand")
-        if not sig and not code:
-            out.code = 1
-        return out
+        _lost_client(out, docker, name, stop_timeout)
+    elif never_started(state):
+        out.cause = f"container {name} never started: {runtime_error(state, client_lines())}"
+        out.notes.append(f"container {name} never started (`{docker} inspect`: {state.get('Status')}, "
+                         f"no start time): the exit status is the {docker} client's")
+    else:
+        _exited(out, docker, name, state, (doc.get("HostConfig") or {}).get("Memory"))
+    if not remove_container(docker, name):
+        out.notes.append(f"could not remove container {name}; `{docker} rm -f {name}` by hand")
+    return out
+
+
+def _lost_client(out: Exit, docker: str, name: str, stop_timeout: float) -> None:
+    """The client is gone but its container still runs: stop it (its removal follows)."""
+    how = f"signal {out.signal}" if out.signal else f"code {out.code}"
+    out.notes.append(f"the {docker} client exited ({how}) but container {name} still runs: "
+                     f"stopping and removing it")
+    stop(docker, name, stop_timeout, remove=False)
+    # we stopped it, so its exit code (0 after a clean SIGTERM) says nothing: the server
+    # was lost with its client, which the restart policy must see as a failure
+    if not out.signal and not out.code:
+        out.code = 1
+
+
+def _exited(out: Exit, docker: str, name: str, state: dict[str, Any], memory: object) -> None:
+    """The container ran and exited: its exit code and OOM kill, as ``docker inspect`` says.
+    Podman 4.3 on a cgroup-v1 host left OOMKilled false after a kernel OOM kill: a SIGKILL (137)
+    under a memory limit is then named as the likely OOM kill, in the cause only (a stop that
+    ended in SIGKILL gives 137 too, and its log must not blame memory)."""
     exit_code = state.get("ExitCode")
-    if isinstance(exit_code, int) and not isinstance(exit_code, bool) and not state.get("Running"):
+    if isinstance(exit_code, int) and not isinstance(exit_code, bool):
         out.code, out.signal = exit_code, None
         out.notes.append(f"container {name} exited with code {exit_code} (`{docker} inspect`)")
     if state.get("OOMKilled"):
         out.cause = f"container {OOM_NOTE}"
         out.notes.append(f"container {name} was {OOM_NOTE}")
-    if not remove_container(docker, name):
-        out.notes.append(f"could not remove container {name}; `{docker} rm -f {name}` by hand")
-    return out
+    elif out.code == 137 and isinstance(memory, int) and memory > 0:
+        out.cause = (f"container killed (SIGKILL) under its memory limit of {memory / 2**20:.0f} MiB: most "
+                     f"likely by the kernel's OOM killer, which `{docker} inspect` does not report here")
+
+
+def _output_since(fd: int, start: int, limit: int = 16384) -> list[str]:
+    """The lines written to the log descriptor ``fd`` since offset ``start`` (at most the last
+    ``limit`` bytes), without llmctl's own notes: what the container client printed."""
+    try:
+        end = os.fstat(fd).st_size
+        start = start if start <= end else 0  # the log was rotated (copied and truncated) meanwhile
+        data = os.pread(fd, min(limit, end - start), max(start, end - limit))
+    except OSError:
+        return []
+    lines = data.decode(errors="replace").splitlines()
+    return [ln for ln in lines if ln.strip() and not ln.startswith("[llmctl ")]
 
 
 def _cli(spec: LaunchSpec) -> str:
@@ -199,12 +265,20 @@ class Docker:
     name = "docker"
     local_engine = False
 
+    def __init__(self) -> None:
+        #: container -> (the log descriptor its client writes to, the log's size at the start)
+        self._client_log: dict[str, tuple[int, int]] = {}
+
     def render(self, profile: Profile, cmd: ServerCommand) -> Rendered:
         assert profile.docker is not None
         return Rendered(run_argv(profile, cmd), container_name(profile.name), profile.docker.command)
 
     def spawn(self, spec: LaunchSpec, spawner: Spawner[P], env: dict[str, str], log_fd: int) -> P:
         remove_stale(_cli(spec), spec.container)
+        try:
+            self._client_log[spec.container] = (log_fd, os.fstat(log_fd).st_size)
+        except OSError:
+            self._client_log.pop(spec.container, None)
         return spawner.spawn(spec.argv, env, log_fd)
 
     def stop(self, spec: LaunchSpec) -> None:
@@ -212,7 +286,9 @@ class Docker:
         stop(_cli(spec), spec.container, spec.stop_timeout, remove=False)
 
     def after_exit(self, spec: LaunchSpec, code: int | None, sig: int | None) -> Exit:
-        return after_exit(_cli(spec), spec.container, spec.stop_timeout, code, sig)
+        where = self._client_log.get(spec.container)
+        return after_exit(_cli(spec), spec.container, spec.stop_timeout, code, sig,
+                          (lambda: _output_since(*where)) if where else list)
 
     def inspect(self, spec: LaunchSpec) -> dict[str, Any] | None:
         """Running, Status, ExitCode, OOMKilled, StartedAt and Pid (on the host) from `docker inspect`."""
@@ -241,3 +317,41 @@ class Docker:
 
 
 LAUNCHER: Launcher = Docker()
+
+
+# -- `doctor`: which engine answers as `docker` / `podman` --------------------------------------
+def engine_info(cli: str) -> dict[str, Any] | None:
+    """What answers as ``cli`` (``docker`` may be Docker or podman-docker's podman): its path, the
+    engine, its version and its OCI runtime (``CLI info``); None if there is no such program."""
+    path = shutil.which(cli)
+    if path is None:
+        return None
+    found: dict[str, Any] = {"command": cli, "path": path}
+    try:
+        r = subprocess.run([cli, "info", "--format", "json"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {**found, "error": f"`{cli} info` failed: {exc}"}
+    try:
+        data = json.loads(r.stdout)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        found.update(_podman_info(data) if "host" in data else _docker_info(data))
+    if r.returncode != 0 or not isinstance(data, dict):
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith("Emulate Docker CLI")]
+        found["error"] = (lines or [f"`{cli} info` exited with code {r.returncode}"])[-1].strip()
+    return found
+
+
+def _podman_info(data: dict[str, Any]) -> dict[str, Any]:
+    runtime = (data.get("host") or {}).get("ociRuntime") or {}
+    words = str(runtime.get("version") or "").split("\n", 1)[0].split()  # "runc version 1.1.5+ds1"
+    return {"engine": "podman", "version": (data.get("version") or {}).get("Version"),
+            "runtime": runtime.get("name"), "runtime_version": words[-1] if words else None,
+            "runtime_path": runtime.get("path")}
+
+
+def _docker_info(data: dict[str, Any]) -> dict[str, Any]:
+    client = (data.get("ClientInfo") or {}).get("Version")
+    return {"engine": "docker", "version": data.get("ServerVersion") or None, "client_version": client,
+            "runtime": data.get("DefaultRuntime") or None}
