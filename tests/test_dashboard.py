@@ -47,6 +47,45 @@ def test_log_tail_sends_only_the_last_kib_in_whole_lines_then_what_is_appended(t
     assert read_more(log, offset, inode)[0] == "rotated\n"
 
 
+def test_log_stream_follows_the_file_and_ends_when_the_gateway_stops(tmp_path):
+    """A gateway in this process (no server is started: the log file is written by the test);
+    an open log stream must not hold its shutdown for uvicorn's graceful timeout (5 s)."""
+    import threading
+    import time
+
+    from llmctl import load_profiles
+    from llmctl.gateway import GatewayConfig, start_in_thread
+    from llmctl.paths import Paths
+
+    f = tmp_path / "llmctl.yaml"
+    f.write_text(f"profiles:\n  alpha: {{model: {tmp_path / 'none.gguf'}, port: {free_port()}}}\n")
+    paths = Paths.from_env().ensure()
+    log = paths.log_file("alpha")
+    log.write_text("".join(f"old line {i}\n" for i in range(5000)) + "last old line\n")
+    gw = start_in_thread(load_profiles([str(f)]), GatewayConfig(port=0), paths=paths)
+    got: list[str] = []
+
+    def read() -> None:
+        with httpx.stream("GET", gw.url + "/ui/api/logs/alpha?kb=1", timeout=30) as r:
+            got.extend(r.iter_text())
+
+    reader = threading.Thread(target=read)
+    try:
+        reader.start()
+        wait_for(lambda: "last old line" in "".join(got), 10, "the log's end")
+        sent = [line[6:] for line in "".join(got).splitlines() if line.startswith("data: ")]
+        assert len("\n".join(sent)) <= 1024 and sent[0].startswith("old line ") and "old line 0" not in sent
+        with open(log, "a") as out:
+            out.write("new line\n")
+        wait_for(lambda: "data: new line" in "".join(got), 10, "the appended line")
+    finally:
+        t0 = time.monotonic()
+        gw.stop()
+        stopped_in = time.monotonic() - t0
+        reader.join(10)
+    assert stopped_in < 3 and not reader.is_alive()
+
+
 # -- a real gateway and two real servers ----------------------------------------------------
 class Served:
     def __init__(self, url: str, profiles: Path, home: Path) -> None:

@@ -65,7 +65,9 @@ def _server(app, gw: GatewayConfig, log_level: str, access_log: bool):
     cfg = uvicorn.Config(app, host=gw.host, port=gw.port, log_level=log_level, access_log=access_log,
                          lifespan="on", timeout_graceful_shutdown=5, ws="none", log_config=None,
                          http=protocol_class(gw.header_timeout))
-    return uvicorn.Server(cfg)
+    server = uvicorn.Server(cfg)
+    app.state.server = server  # its should_exit ends the dashboard's endless log streams (llmctl.gateway.ui)
+    return server
 
 
 def serve(config: Config, gw: GatewayConfig, *, paths: Paths | None = None,

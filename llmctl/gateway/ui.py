@@ -95,7 +95,12 @@ def ui_routes(gw: Gateway) -> list[Route]:
         name = profile_of(request)
         kb = request.query_params.get("kb", "")
         size = min(int(kb), MAX_KB) if kb.isdigit() else DEFAULT_KB
-        return StreamingResponse(follow(gw.paths.log_file(name), size), media_type="text/event-stream",
+        server = getattr(request.app.state, "server", None)  # uvicorn's (llmctl.gateway.server)
+
+        def stopping() -> bool:
+            return bool(getattr(server, "should_exit", False))
+
+        return StreamingResponse(follow(gw.paths.log_file(name), size, stopping), media_type="text/event-stream",
                                  headers={**SECURITY_HEADERS, "x-accel-buffering": "no"})
 
     routes = [Route(path, _page(file, ctype), methods=["GET"]) for path, file, ctype in PAGES]

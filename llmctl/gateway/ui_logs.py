@@ -9,6 +9,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Callable
 
 POLL = 0.25  #: seconds between looks at the file
 DEFAULT_KB = 64  #: how much of the end is sent first
@@ -56,13 +57,14 @@ def read_more(path: Path, offset: int, inode: int) -> tuple[str, int, int]:
     return data.decode(errors="replace"), offset + len(data), inode
 
 
-async def follow(path: Path, kb: int) -> AsyncIterator[bytes]:
-    """The log's end, then its growth, as events; runs until the client goes away."""
+async def follow(path: Path, kb: int, stopping: Callable[[], bool] = lambda: False) -> AsyncIterator[bytes]:
+    """The log's end, then its growth, as events; runs until the client goes away or
+    ``stopping()`` says the gateway is shutting down (which waits for open answers to end)."""
     loop = asyncio.get_running_loop()
     text, offset, inode = await loop.run_in_executor(None, read_tail, path, kb)
     yield sse(text) if text else b": start\n\n"
     quiet = 0.0
-    while True:
+    while not stopping():
         await asyncio.sleep(POLL)
         text, offset, inode = await loop.run_in_executor(None, read_more, path, offset, inode)
         if text:

@@ -140,7 +140,10 @@ async function followLog(name) {
     let buf = "";
     for (;;) {
       const { value, done } = await reader.read();
-      if (done) break;
+      if (done) {
+        appendLog("\n[the log stream ended: the gateway stopped; choose “log” again to follow it]\n");
+        break;
+      }
       buf += value;
       let end;
       while ((end = buf.indexOf("\n\n")) >= 0) {
