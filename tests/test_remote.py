@@ -7,6 +7,7 @@ says ``verify: false`` (a TLS relay made with the stdlib ssl module, in front of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -248,18 +249,28 @@ profiles:
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["url"].startswith("https://")
         _no_key(r.stdout, r.stderr)
+        import openai
+
+        with _gateway(env) as url:  # the gateway checks certificates the same way
+            c = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+            a = c.chat.completions.create(model="trusting", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+            assert a.usage.completion_tokens <= 2
+            with pytest.raises(openai.APIStatusError) as err:
+                c.chat.completions.create(model="strict", messages=[{"role": "user", "content": "Hi"}])
+            assert err.value.status_code == 503 and "did not verify" in str(err.value)
     finally:
         relay.close()
 
 
 # -- the gateway --------------------------------------------------------------------------
-def test_the_gateway_proxies_to_a_remote_profile(files, tmp_path):
-    import openai
-
+@contextlib.contextmanager
+def _gateway(env: dict[str, str] | None = None):
+    """`llmctl serve` as a subprocess (no gateway key, loopback); yields its /v1 URL, then Ctrl-C
+    (exit 130) and the gateway's stdout and stderr must not hold the server's key."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llmctl", "serve", "--port", str(port)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, LLMCTL_GATEWAY_KEY=""))
+                            env=dict(os.environ, LLMCTL_GATEWAY_KEY="", **(env or {})))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
     reader.start()
@@ -267,14 +278,7 @@ def test_the_gateway_proxies_to_a_remote_profile(files, tmp_path):
         url = f"http://127.0.0.1:{port}/v1"
         wait_for(lambda: proc.poll() is not None or any(url in ln for ln in lines), 60, "the gateway")
         assert proc.poll() is None, "".join(lines)
-        c = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
-        a = c.chat.completions.with_raw_response.create(model="far", max_tokens=2,
-                                                        messages=[{"role": "user", "content": "Hi"}])
-        assert a.headers["x-llmctl-profile"] == "far" and a.parse().usage.completion_tokens <= 2
-        b = c.chat.completions.with_raw_response.create(model="out", messages=[{"role": "user", "content": "Hi"}])
-        assert b.headers["x-llmctl-profile"] == "far"  # the local one cannot start (no model): fallback
-        models = {m.id: m for m in c.models.list().data}
-        assert "far" in models and "gone" in models
+        yield url
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 130
         reader.join(5)
@@ -283,3 +287,31 @@ def test_the_gateway_proxies_to_a_remote_profile(files, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_gateway_proxies_to_a_remote_profile(files):
+    import openai
+
+    with _gateway() as url:
+        c = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
+        a = c.chat.completions.with_raw_response.create(model="far", max_tokens=2,
+                                                        messages=[{"role": "user", "content": "Hi"}])
+        assert a.headers["x-llmctl-profile"] == "far" and a.parse().usage.completion_tokens <= 2
+        b = c.chat.completions.with_raw_response.create(model="out", messages=[{"role": "user", "content": "Hi"}])
+        assert b.headers["x-llmctl-profile"] == "far"  # the local one cannot start (no model): fallback
+        with pytest.raises(openai.APIStatusError) as err:  # the dead remote: the probe's reason, 503
+            c.chat.completions.create(model="gone", messages=[{"role": "user", "content": "Hi"}])
+        assert err.value.status_code == 503 and "unreachable" in str(err.value)
+        models = {m.id for m in c.models.list().data}
+        assert {"far", "gone", "out"} <= models
+
+def test_the_readme_example_of_a_remote_profile_validates(tmp_path):
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    m = re.search(r"### Servers llmctl does not start.*?```yaml\n(.*?)```", text, re.S)
+    assert m, "README.md has no example of `engine: remote`"
+    f = tmp_path / "remote.yaml"
+    f.write_text(m.group(1))
+    r = cli("-f", str(f), "profiles", "validate")
+    assert r.returncode == 0 and "2 profile(s), 1 task(s)" in r.stdout, r.stderr

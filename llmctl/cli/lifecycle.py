@@ -81,7 +81,8 @@ def up(names: NamesArg,
         from ..models.pull import ensure_model
 
         for prof in [config.profile(n) for n in dict.fromkeys(names)]:  # every name known before any pull
-            ensure_model(prof, sup.paths, progress=progress_for(out))
+            if not prof.remote:  # a remote server has its model already
+                ensure_model(prof, sup.paths, progress=progress_for(out))
     progress = _Progress(out, [n for n in dict.fromkeys(names) if not config.profile(n).remote])
     try:
         results = sup.start(names, timeout=timeout, progress=progress, force=force)
@@ -231,7 +232,11 @@ def plan(names: NamesArg,
     from ..units import format_size
 
     out = Output(json)
-    p = make_plan(load_config(), names, budget=vram_budget, hub=True)
+    config = load_config()
+    remote = [n for n in dict.fromkeys(names) if config.profile(n).remote]
+    for n in remote:
+        out.note(f"{n}: a remote server; its memory is not this machine's (left out)")
+    p = make_plan(config, [n for n in names if n not in remote], budget=vram_budget, hub=True)
     if json:
         out.data(p.to_dict())
         return

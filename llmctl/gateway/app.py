@@ -82,7 +82,8 @@ class Gateway:
         self.paths = paths or Paths.from_env()
         self.router = Router(config)
         self.metrics = Metrics()
-        self.upstreams = Upstreams(gw.upstream_timeout)
+        insecure = frozenset(n for n, p in config.profiles.items() if not p.verify)  # a remote's `verify: false`
+        self.upstreams = Upstreams(gw.upstream_timeout, insecure)
         self.budget = resolve_budget(config, gw)
         self.pool = Pool(config, gw, control or SupervisorControl(config, self.paths), budget=self.budget,
                          metrics=self.metrics, on_stopped=self._stopped)

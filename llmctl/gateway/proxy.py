@@ -35,16 +35,18 @@ class BeforeFirstByte(Exception):
 class Upstreams:
     """Per-profile HTTP clients (keep-alive connections to each server)."""
 
-    def __init__(self, read_timeout: float) -> None:
+    def __init__(self, read_timeout: float, insecure: frozenset[str] = frozenset()) -> None:
         self.timeout = httpx.Timeout(connect=5.0, read=read_timeout, write=60.0, pool=None)
         self.limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self.insecure = insecure  #: profiles whose https certificate is not checked (``verify: false``)
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._closing: set[asyncio.Task] = set()
 
     def client(self, name: str) -> httpx.AsyncClient:
         c = self._clients.get(name)
         if c is None:
-            c = self._clients[name] = httpx.AsyncClient(timeout=self.timeout, limits=self.limits, trust_env=False)
+            c = self._clients[name] = httpx.AsyncClient(timeout=self.timeout, limits=self.limits, trust_env=False,
+                                                        verify=name not in self.insecure)
         return c
 
     def drop(self, name: str) -> None:

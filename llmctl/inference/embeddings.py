@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import EngineError, NoServerAvailable, UsageError
+from ..errors import EngineError, NoServerAvailable, RemoteUnreachable, UsageError
 from ..profiles.schema import Config, Profile
 
 
@@ -53,11 +53,15 @@ def pick_profile(config: Config, profile: str | None) -> Profile:
                              "or name one with --profile")
     from ..supervise.states import READY
 
-    states, _ = server_states(config, names)
+    why: dict[str, str] = {}
+    states, _ = server_states(config, names, why)
     for n in names:
         if states[n] in READY:
             return config.profiles[n]
-    desc = ", ".join(f"{n}: {states[n].value}" for n in names)
+    desc = ", ".join(f"{n}: {states[n].value}" + (f" ({why[n]})" if n in why else "") for n in names)
+    first = config.profiles[names[0]]
+    if first.remote:
+        raise RemoteUnreachable(f"no running server for embeddings ({desc})", profile=first.name, url=first.url)
     raise NoServerAvailable(f"no running server for embeddings ({desc})", profile=names[0])
 
 
