@@ -24,13 +24,25 @@ tool_use blocks, streamed as input_json_delta) is checked in the mapping tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 
+import anthropic
+import httpx
 import pytest
 
 from llmctl.gateway import anthropic as api
 from llmctl.gateway.anthropic_stream import ChatStream
 from llmctl.inference.params import Params
+
+from .util import free_port, wait_for
 
 WEATHER_TOOL = {"name": "get_weather", "description": "The weather in a city",
                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
@@ -256,3 +268,231 @@ def test_stream_errors_and_ends_without_done():
     assert ended[-2][1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
     empty = translate(b"data: [DONE]\n\n")  # nothing at all: still a whole message
     assert [n for n, _ in empty] == ["message_start", "message_delta", "message_stop"]
+    cut = translate(chunk({"content": "a"}))  # no finish_reason, no [DONE]: the server died
+    assert cut[-1] == ("error", {"type": "error", "error": {
+        "type": "api_error", "message": "the server's answer ended before its last event"}})
+
+
+# -- end to end: `llmctl serve`, real llama-servers, the anthropic client -------------------
+GW_KEY = "gw-" + os.urandom(6).hex()
+BACKEND_KEY = "sk-backend-" + os.urandom(6).hex()
+KEY_ENV = "LLMCTL_TEST_ANTHROPIC_BACKEND_KEY"
+SLOW = str(Path(__file__).parent / "helpers" / "slow_server.py")
+IN_TERMINAL = str(Path(__file__).parent / "helpers" / "llmctl_in_terminal.py")
+SUMMARY = "Answer in one short sentence."
+STORY = [{"role": "user", "content": "Tell me a long story about a cat who sails around the world."}]
+
+
+@dataclass
+class Served:
+    url: str
+    config: object  #: the profiles (load_profiles)
+    home: Path  #: the module's LLMCTL_HOME
+
+    def client(self, **kw) -> anthropic.Anthropic:
+        """The key as `x-api-key: KEY`, what Claude Code and the anthropic clients before 2.x
+        send (this one sends api_key= as a Bearer token)."""
+        if "api_key" not in kw and "auth_token" not in kw:
+            kw.setdefault("default_headers", {"x-api-key": GW_KEY})
+        return anthropic.Anthropic(base_url=self.url, max_retries=0, timeout=120, **kw)
+
+    def ask(self, model: str, **kw) -> anthropic.types.Message:
+        kw.setdefault("max_tokens", 12)
+        kw.setdefault("messages", STORY)
+        return self.client().messages.create(model=model, **kw)
+
+    def text(self, model: str, **kw) -> str:
+        return "".join(b.text for b in self.ask(model, **kw).content if b.type == "text")
+
+    def last_params(self) -> dict:
+        """The sampling parameters of light's last request, as its server saw them (/slots)."""
+        slots = httpx.get(self.url + "/upstream/light/slots", headers={"x-api-key": GW_KEY}, timeout=30).json()
+        return max((s for s in slots if "params" in s), key=lambda s: s["id_task"])["params"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, smollm2, llama_server):
+    """`llmctl serve` with a key, in front of "light" (SmolLM2, with a key of its own) and
+    "plain" (the slow server: no /v1/messages), both started up front."""
+    from llmctl import Supervisor, load_profiles
+
+    root = tmp_path_factory.mktemp("gateway-anthropic")
+    home, f = root / "home", root / "llmctl.yaml"
+    f.write_text(f"""
+profiles:
+  light: {{model: {smollm2}, port: {free_port()}, ctx_size: 2048, parallel: 1, threads: 2,
+           api_key_env: {KEY_ENV}, start_timeout: 120}}
+  plain: {{model: {smollm2}, port: {free_port()}, binary: {SLOW}, stop_timeout: 5,
+           env: {{SLOW_SERVER: "--interval 0.01 --hold 0"}}}}
+tasks:
+  summary: {{profile: light, max_tokens: 6, system: "{SUMMARY}"}}
+  seeded: {{profile: light, seed: 7}}
+defaults:
+  sampling: {{temperature: 0}}
+""")
+    env = dict(os.environ, LLMCTL_HOME=str(home), LLMCTL_GATEWAY_KEY=GW_KEY, **{KEY_ENV: BACKEND_KEY})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMCTL_HOME", str(home))
+        mp.setenv(KEY_ENV, BACKEND_KEY)
+        config = load_profiles([str(f)])
+        sup = Supervisor(config)
+        try:
+            sup.start(["light", "plain"])
+            with serving(f, env) as url:
+                yield Served(url, config, home)
+        finally:
+            sup.stop(None)
+
+
+@contextlib.contextmanager
+def serving(profiles: Path, env: dict[str, str]):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, IN_TERMINAL, "-f", str(profiles), "serve", "--port", str(port)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: proc.poll() is not None or any(url + "/v1" in ln for ln in lines), 60, "the gateway's URL")
+        assert proc.poll() is None, "".join(lines)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+
+
+@pytest.mark.engine
+def test_text_passed_through_and_translated_alike(served):
+    """light's own /v1/messages answers "light"; the task "seeded" sets a seed, which the
+    Messages API cannot carry, so it goes through chat completions, and the seed reaches the
+    server. Greedy decoding: both say the same."""
+    raw = served.client().messages.with_raw_response.create(model="light", max_tokens=12, messages=STORY)
+    assert raw.headers["x-llmctl-profile"] == "light" and "x-llmctl-task" not in raw.headers
+    native = raw.parse()
+    assert native.type == "message" and native.role == "assistant" and native.content[0].type == "text"
+    assert native.stop_reason == "max_tokens" and native.usage.output_tokens == 12 and native.usage.input_tokens
+    assert served.last_params()["seed"] != 7 and served.last_params()["temperature"] == 0  # defaults.sampling
+    raw = served.client().messages.with_raw_response.create(model="seeded", max_tokens=12, messages=STORY)
+    assert raw.headers["x-llmctl-task"] == "seeded" and raw.headers["x-llmctl-profile"] == "light"
+    translated = raw.parse()
+    assert served.last_params()["seed"] == 7
+    assert translated.content[0].text == native.content[0].text and native.content[0].text.strip()
+    assert translated.stop_reason == "max_tokens" and translated.usage.output_tokens == 12
+    assert translated.usage.input_tokens + (translated.usage.cache_read_input_tokens or 0) > 10
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("model", ["light", "seeded"])
+def test_streaming_events_come_in_order(served, model):
+    whole = served.text(model, max_tokens=8)
+    stream = served.client().messages.create(model=model, max_tokens=8, messages=STORY, stream=True)
+    got = list(stream)
+    names = [e.type for e in got]
+    deltas = names.count("content_block_delta")
+    assert deltas >= 2 and names == ["message_start", "content_block_start", *["content_block_delta"] * deltas,
+                                     "content_block_stop", "message_delta", "message_stop"]
+    assert "".join(e.delta.text for e in got if e.type == "content_block_delta") == whole
+    assert got[-2].delta.stop_reason == "max_tokens" and got[-2].usage.output_tokens == 8
+    with served.client().messages.stream(model=model, max_tokens=8, messages=STORY) as s:
+        assert s.get_final_message().content[0].text == whole  # the client's own accumulation
+
+
+@pytest.mark.engine
+def test_system_prompt_and_a_task_as_the_model(served):
+    """The client's system prompt reaches the server (it counts), the task's when the client
+    sends none, with the task's other values (max_tokens) filling in."""
+    c = served.client()
+    bare = c.messages.count_tokens(model="light", messages=STORY).input_tokens
+    mine = c.messages.count_tokens(model="light", messages=STORY, system=SUMMARY).input_tokens
+    # SmolLM2's template puts a default system prompt of its own where none is sent
+    assert mine != bare and c.messages.count_tokens(model="summary", messages=STORY).input_tokens == mine
+    assert served.text("seeded", system=SUMMARY) == served.text("light", system=SUMMARY)
+    assert served.text("summary") == served.text("light", system=SUMMARY)
+    r = httpx.post(served.url + "/v1/messages", headers={"x-api-key": GW_KEY},
+                   json={"model": "summary", "messages": STORY}, timeout=120)  # no max_tokens: the task's
+    assert r.status_code == 200 and r.headers["x-llmctl-task"] == "summary"
+    assert r.json()["usage"]["output_tokens"] <= 6 and served.last_params()["n_predict"] == 6
+
+
+@pytest.mark.engine
+def test_stop_sequences(served):
+    free = served.text("light", max_tokens=24)
+    word = next(w for w in free.split()[2:] if len(w) >= 4 and w.isalpha())
+    native = served.ask("light", max_tokens=24, stop_sequences=[word])
+    assert native.content[0].text == free[:free.index(word)] and native.stop_sequence == word
+    translated = served.ask("seeded", max_tokens=24, stop_sequences=[word])
+    assert translated.content[0].text == native.content[0].text
+    assert translated.stop_reason == "end_turn"  # llama-server's chat completions do not say which stop matched
+
+
+@pytest.mark.engine
+def test_tool_use_round_trip_reaches_the_model(served):
+    """The assistant's tool_use and the user's tool_result reach the model, passed through and
+    translated alike (SmolLM2 emits no tool call itself: see the module docstring)."""
+    kw = {"messages": TOOL_TURNS, "tools": [WEATHER_TOOL], "max_tokens": 6}
+    native = served.text("light", **kw)
+    assert "Sunny" in native
+    assert served.text("seeded", **kw) == native
+
+
+@pytest.mark.engine
+def test_keys_and_errors_in_anthropic_shape(served):
+    c = served.client()
+    for wrong in ({"api_key": "wrong"}, {"default_headers": {"x-api-key": "wrong"}}):
+        with pytest.raises(anthropic.AuthenticationError):
+            served.client(**wrong).messages.create(model="light", max_tokens=2, messages=STORY)
+    for bearer in ({"api_key": GW_KEY}, {"auth_token": GW_KEY}):  # both Authorization: Bearer KEY here
+        assert served.client(**bearer).messages.create(model="light", max_tokens=2, messages=STORY).content
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        c.messages.create(model="claude-sonnet-4-5", max_tokens=2, messages=STORY)
+    assert missing.value.body["type"] == "error" and missing.value.body["error"]["type"] == "not_found_error"
+    assert "light" in missing.value.body["error"]["message"] and "summary" in missing.value.body["error"]["message"]
+    with pytest.raises(anthropic.BadRequestError, match="no `messages` list"):
+        c.messages.create(model="light", max_tokens=2, messages=None)  # type: ignore[arg-type]
+    form = httpx.post(served.url + "/v1/messages", headers={"x-api-key": GW_KEY}, data={"model": "light"})
+    assert form.status_code == 415  # the guard's checks are the same as for chat completions
+
+
+@pytest.mark.engine
+def test_a_server_without_the_messages_api_is_translated(served):
+    """plain's server answers /v1/messages with 404: the gateway sends the request again as a
+    chat completion, and from then on translates for it; it cannot count tokens."""
+    c = served.client()
+    assert served.text("plain") == "late"
+    got = list(c.messages.create(model="plain", max_tokens=3, messages=STORY, stream=True))
+    assert [e.type for e in got] == ["message_start", "content_block_start", *["content_block_delta"] * 3,
+                                     "content_block_stop", "message_delta", "message_stop"]
+    assert "".join(e.delta.text for e in got if e.type == "content_block_delta") == "piece0 piece1 piece2 "
+    assert got[-2].usage.output_tokens == 3
+    with pytest.raises(anthropic.BadRequestError, match="counts tokens"):
+        c.messages.count_tokens(model="plain", messages=STORY)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("profile, why", [("plain", "ended before its last event"),
+                                          ("light", "stopped in the middle of the answer")])
+def test_a_stream_the_server_breaks_off_ends_with_an_error_event(served, monkeypatch, profile, why):
+    """The server is killed in the middle of a stream, translated (plain) or passed through
+    (light): the client gets Anthropic's error event, which it raises, not an answer that looks
+    whole. plain's body ends with its connection (HTTP/1.0), so there the stream just ends
+    without its last events; light's chunked body breaks off. Last in the module: the keepers
+    restart the servers afterwards."""
+    from llmctl import Supervisor
+
+    monkeypatch.setenv("LLMCTL_HOME", str(served.home))
+    pid = Supervisor(served.config).status([profile])[0].pid
+    stream = served.client().messages.create(model=profile, max_tokens=1500, messages=STORY, stream=True)
+    got = []
+    with pytest.raises(anthropic.APIStatusError, match=why):
+        for event in stream:
+            got.append(event.type)
+            if len(got) == 5:
+                os.kill(pid, signal.SIGKILL)
+    assert got[:5] == ["message_start", "content_block_start", *["content_block_delta"] * 3]

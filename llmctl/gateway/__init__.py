@@ -10,9 +10,11 @@ policy (the pure decisions: admit, wait, start with victims, refuse; idle TTL, p
 budget), states (GatewayState and its transition table), pool (the ONE owner of routing state:
 carries the decisions out; its records in records, its clock and supervisor refresh in reaper),
 control (the blocking Supervisor calls the pool runs in worker threads), proxy (upstream
-forwarding and SSE passthrough), metrics (Prometheus text), security (keys, binding),
-app (the Starlette app), server (uvicorn: foreground or in a thread).
-Starlette, uvicorn and httpx are imported only by app/proxy/server.
+forwarding and SSE passthrough), messages (Anthropic's Messages API; its translation to and
+from chat completions, pure, in anthropic and anthropic_stream), metrics (Prometheus text),
+security (keys, binding), app (the Starlette app), server (uvicorn: foreground or in a thread).
+Starlette, uvicorn and httpx are imported only by app/proxy/server and the routes app loads
+(messages).
 """
 
 from __future__ import annotations

@@ -33,8 +33,16 @@ class ChatStream:
         return b"".join(out)
 
     def end(self) -> bytes:
+        """What is left to send once the server's stream has ended: the closing events if it
+        said how the answer finished, else an error event (it ended without its last events:
+        a server that died, where the connection's close ends the body)."""
         out = self.feed(b"\n")
-        return out if self.done else out + self._finish()
+        if self.done:
+            return out
+        if self.last or not self.started:
+            return out + self._finish()
+        self.done = True
+        return out + sse("error", error_body(502, "the server's answer ended before its last event"))
 
     def _data(self, data: bytes) -> bytes:
         if data == b"[DONE]":

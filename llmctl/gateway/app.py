@@ -4,6 +4,7 @@ the CLI (run it with any ASGI server, or with :func:`llmctl.gateway.server.serve
 Routes::
 
     POST /v1/chat/completions, /v1/completions, /v1/embeddings   routed by the body's `model`
+    POST /v1/messages, /v1/messages/count_tokens   Anthropic's Messages API, routed alike (messages.py)
     GET  /v1/models            tasks and profiles, with each server's state
     GET  /health               {"status": "ok"} (no key needed)
     GET  /metrics              Prometheus text
@@ -39,12 +40,14 @@ from .config import GatewayConfig
 from .control import ServerControl, SupervisorControl
 from .errors import BadRequest, Busy, Forbidden, GatewayHTTPError, NotRunning, Unauthorized, Unavailable, UpstreamFailed
 from .guard import Guard, error_response as _error_response
+from .messages import MESSAGES, MessagesAPI
 from .metrics import Metrics
 from .ollama_api import ollama_routes
 from .pool import Pool
 from .proxy import (
     BeforeFirstByte,
     ProxyStream,
+    Shape,
     Upstreams,
     read_body,
     relay_headers,
@@ -90,6 +93,7 @@ class Gateway:
         self.served_model: dict[str, str] = {}  #: vLLM: the name the running server answers to
         self.started_wall = int(time.time())
         self.stopped_on_exit: list[str] = []
+        self.anthropic = MessagesAPI(self)
 
     # -- life -----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -128,7 +132,7 @@ class Gateway:
 
     # -- forwarding -----------------------------------------------------------------------
     async def dispatch(self, request: Request, endpoint: str, target: Target,
-                       build: Callable[[Profile], bytes | None], *, method: str = "POST",
+                       build: Callable[[Profile], bytes | Shape | None], *, method: str = "POST",
                        path: str | None = None) -> Response | ProxyStream:
         """Try the target's candidates in order; the first that answers is relayed.
 
@@ -158,10 +162,11 @@ class Gateway:
                 headers.update(auth_headers(prof))
                 if prof.engine == "vllm" and not prof.served_model_name and name not in self.served_model:
                     await self._ask_served_model(prof, headers)
-                url = prof.url + (path or endpoint)
+                shape = Shape.of(build(prof), path or endpoint)
+                url = prof.url + shape.path
                 if request.url.query and path is not None:
                     url += "?" + request.url.query
-                resp = await self.upstreams.open(name, method, url, headers, build(prof))
+                resp = await self.upstreams.open(name, method, url, headers, shape.body)
             except BeforeFirstByte as exc:
                 lease.release()
                 self.pool.suspect(name)
@@ -178,7 +183,7 @@ class Gateway:
                 raise
             if i > 0:
                 self.metrics.fallback(name)
-            return await self._relay(resp, lease, endpoint, target, t0)
+            return await self._relay(resp, lease, endpoint, target, t0, shape)
         if busy is not None:
             raise busy
         what = f"task {target.task.name!r}" if target.task else f"profile {target.candidates[0]!r}"
@@ -186,7 +191,8 @@ class Gateway:
         raise Unavailable(f"no server could take the request for {what}: {reasons}",
                           profile=target.candidates[0], task=target.task.name if target.task else None)
 
-    async def _relay(self, resp, lease: Lease, endpoint: str, target: Target, t0: float) -> Response | ProxyStream:
+    async def _relay(self, resp, lease: Lease, endpoint: str, target: Target, t0: float,
+                     shape: Shape) -> Response | ProxyStream:
         name = lease.name
         self.metrics.first_byte(name, endpoint, time.monotonic() - t0)
         extra = [(b"x-llmctl-profile", name.encode())]
@@ -207,7 +213,7 @@ class Gateway:
                 if outcome == "upstream_error":
                     self.pool.suspect(name)
 
-            return ProxyStream(resp, lease, relay_headers(resp, extra), on_end)
+            return ProxyStream(resp, lease, relay_headers(resp, extra), on_end, shape)
         try:
             body = await read_body(resp)
         except Exception as exc:  # noqa: BLE001 - the server broke off its answer
@@ -217,11 +223,13 @@ class Gateway:
         finally:
             lease.release()
         self.metrics.request(name, endpoint, resp.status_code, time.monotonic() - t0)
-        if ctype.startswith("application/json") and endpoint in (CHAT, COMPLETIONS, EMBEDDINGS):
+        if ctype.startswith("application/json") and endpoint in (CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES):
             try:
                 self.metrics.usage(name, *usage_of(json.loads(body)))
             except ValueError:
                 pass
+        if shape.answer is not None:
+            body = shape.answer(resp.status_code, body)
         return _raw_response(body, resp.status_code, relay_headers(resp, extra))
 
     async def _ask_served_model(self, prof: Profile, headers: dict[str, str]) -> None:
@@ -332,14 +340,14 @@ def _endpoint(gw: Gateway, name: str, fn: Callable, errors: Callable = _error_re
 
 
 class KeyCheck:
-    """ASGI middleware: every path but /health needs ``Authorization: Bearer KEY``."""
+    """ASGI middleware: every path but /health needs ``Authorization: Bearer KEY`` or ``x-api-key: KEY``."""
 
     def __init__(self, app, key: str) -> None:
         self.app, self.key = app, key
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not authorized(scope["headers"], self.key):
-            err = Unauthorized("this gateway needs an API key: send `Authorization: Bearer KEY` "
+            err = Unauthorized("this gateway needs an API key: send `Authorization: Bearer KEY` or `x-api-key: KEY` "
                                "(OpenAI clients: api_key=KEY)")
             await _error_response(err)(scope, receive, send)
             return
@@ -374,6 +382,7 @@ def build_app(config: Config, gateway: GatewayConfig | None = None, *, paths: Pa
         Route(CHAT, post(CHAT), methods=["POST"]),
         Route(COMPLETIONS, post(COMPLETIONS), methods=["POST"]),
         Route(EMBEDDINGS, post(EMBEDDINGS), methods=["POST"]),
+        *gw.anthropic.routes(_endpoint),
         Route("/upstream/{name}/{path:path}", _endpoint(gw, "/upstream", gw.upstream),
               methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 import httpx
 
@@ -26,6 +27,32 @@ HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-len
                b"upgrade", b"proxy-authenticate", b"proxy-authorization", b"www-authenticate", b"date",
                b"server"}
 TAIL_BYTES = 16384
+
+
+class Rewrite(Protocol):
+    """An event stream rewritten on its way to the client, piece by piece (another API's events)."""
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+
+@dataclass
+class Shape:
+    """A request sent to a server in a shape of its own (another path, another API), and how its
+    answer is given back: a whole answer through ``answer(status, body)``, an event stream
+    through a fresh ``stream()``; a stream the server breaks off ends with ``error_event``."""
+
+    path: str
+    body: bytes | None
+    answer: Callable[[int, bytes], bytes] | None = None
+    stream: Callable[[], Rewrite] | None = None
+    error_event: Callable[[str, str], bytes] | None = None
+
+    @classmethod
+    def of(cls, built: bytes | Shape | None, path: str) -> Shape:
+        """What a request builder gave: a Shape, or the body for ``path`` (relayed as it is)."""
+        return built if isinstance(built, Shape) else cls(path, built)
 
 
 class BeforeFirstByte(Exception):
@@ -120,6 +147,11 @@ def usage_of(obj: Any) -> tuple[int | None, int | None]:
     usage = obj.get("usage")
     if isinstance(usage, dict) and (usage.get("prompt_tokens") is not None or usage.get("completion_tokens")):
         return usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if isinstance(usage, dict) and usage.get("output_tokens") is not None:  # Anthropic's: cache reads apart
+        prompt = usage.get("input_tokens")
+        if prompt is not None:
+            prompt += usage.get("cache_read_input_tokens") or 0
+        return prompt, usage.get("output_tokens")
     t = obj.get("timings")
     if isinstance(t, dict):
         prompt = (t.get("prompt_n") or 0) + (t.get("cache_n") or 0)
@@ -145,6 +177,12 @@ def usage_from_sse(tail: bytes) -> tuple[int | None, int | None]:
     return None, None
 
 
+def _last_event(tail: bytes) -> bool:
+    """The stream's last event was sent: OpenAI's ``[DONE]``, Anthropic's ``message_stop``."""
+    last = tail.rstrip().rsplit(b"\n", 1)[-1]
+    return last == b"data: [DONE]" or (last.startswith(b"data:") and b'"message_stop"' in last)
+
+
 async def wait_disconnect(receive: Callable) -> None:
     while True:
         message = await receive()
@@ -162,8 +200,10 @@ class ProxyStream:
     """
 
     def __init__(self, upstream: httpx.Response, lease: Lease, headers: list[tuple[bytes, bytes]],
-                 on_end: Callable[[str, bytes], None]) -> None:
+                 on_end: Callable[[str, bytes], None], shape: Shape | None = None) -> None:
         self.upstream, self.lease, self.headers, self.on_end = upstream, lease, headers, on_end
+        self.rewrite = shape.stream() if shape and shape.stream else None
+        self.error_event = shape.error_event if shape and shape.error_event else sse_error
         self._ended = False
 
     async def __call__(self, scope, receive, send) -> None:
@@ -181,7 +221,7 @@ class ProxyStream:
                 results = await asyncio.gather(pump, watch, return_exceptions=True)
             if pump in done and isinstance(results[0], str):
                 outcome = results[0]
-            elif bytes(tail).rstrip().endswith(b"data: [DONE]"):
+            elif _last_event(bytes(tail)):
                 outcome = "ok"  # the client left after the last event, before the upstream's end
         finally:
             await self.close(outcome, bytes(tail))
@@ -190,7 +230,9 @@ class ProxyStream:
         outcome = "ok"
         try:
             async for chunk in self.upstream.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                out = self.rewrite.feed(chunk) if self.rewrite else chunk
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
                 tail += chunk
                 if len(tail) > TAIL_BYTES:
                     del tail[:-TAIL_BYTES]
@@ -198,9 +240,10 @@ class ProxyStream:
             outcome = "upstream_error"
             name = self.lease.name
             message = f"{name}: the server stopped in the middle of the answer ({_why(exc)})"
-            sep = b"" if not tail or tail.endswith(b"\n\n") else b"\n\n"
-            await send({"type": "http.response.body", "body": sep + sse_error(message, name), "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            sep = b"" if not tail or tail.endswith(b"\n\n") or self.rewrite else b"\n\n"
+            await send({"type": "http.response.body", "body": sep + self.error_event(message, name), "more_body": True})
+        last = self.rewrite.end() if self.rewrite and outcome == "ok" else b""
+        await send({"type": "http.response.body", "body": last, "more_body": False})
         return outcome
 
     async def close(self, outcome: str = "client_gone", tail: bytes = b"") -> None:

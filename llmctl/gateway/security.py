@@ -4,7 +4,8 @@
   still required.
 - Bound anywhere else, a key is required: ``LLMCTL_GATEWAY_KEY`` or ``--api-key-file`` (a file
   that only its owner can read, like ssh keys).
-- Clients send ``Authorization: Bearer KEY`` (what the OpenAI clients send with ``api_key=``).
+- Clients send ``Authorization: Bearer KEY`` (what the OpenAI clients send with ``api_key=``),
+  or ``x-api-key: KEY`` (the Anthropic clients).
   ``GET /health`` needs no key. The key a client sends never goes upstream: the gateway sends
   each server its own key (the profile's ``api_key_env``) and never returns it.
 
@@ -80,12 +81,15 @@ def check_binding(host: str, key: str | None) -> None:
 
 
 def authorized(headers: list[tuple[bytes, bytes]], key: str) -> bool:
-    """True when the ASGI headers carry ``Authorization: Bearer KEY`` (compared in constant time)."""
-    want = b"bearer " + key.encode()
+    """True when the ASGI headers carry ``Authorization: Bearer KEY`` or ``x-api-key: KEY``
+    (what Anthropic clients send), compared in constant time."""
+    want = key.encode()
     for name, value in headers:
-        if name == b"authorization":
-            v = value.strip()
-            return len(v) == len(want) and v[:7].lower() == b"bearer " and hmac.compare_digest(v[7:], want[7:])
+        v = value.strip()
+        if name == b"authorization" and v[:7].lower() == b"bearer " and hmac.compare_digest(v[7:], want):
+            return True
+        if name == b"x-api-key" and hmac.compare_digest(v, want):
+            return True
     return False
 
 
