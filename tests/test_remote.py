@@ -315,3 +315,43 @@ def test_the_readme_example_of_a_remote_profile_validates(tmp_path):
     f.write_text(m.group(1))
     r = cli("-f", str(f), "profiles", "validate")
     assert r.returncode == 0 and "2 profile(s), 1 task(s)" in r.stdout, r.stderr
+
+
+def test_bench_measures_a_remote_server_and_skips_its_cli_mode(files):
+    r = cli("bench", "far", "--runs", "1", "--max-tokens", "4", "--prompt-words", "10", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["mode"]: row for row in json.loads(r.stdout)}
+    assert rows["server"]["runs"] == 1 and rows["server"]["gen_tokens"] and rows["server"]["source"] == "server"
+    assert rows["cli"]["runs"] == 0 and "no cli mode" in rows["cli"]["error"]
+    _no_key(r.stdout, r.stderr)
+
+
+def test_embed_through_a_remote_server(tmp_path, smollm2, llama_server, monkeypatch):
+    """A second remote server, started with --embeddings (an embeddings-only server)."""
+    port = free_port()
+    log = open(tmp_path / "embed.log", "wb")
+    proc = subprocess.Popen([llama_server, "-m", str(smollm2), "--host", "127.0.0.1", "--port", str(port),
+                             "-c", "512", "-t", "1", "--embeddings", "--pooling", "mean"],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: proc.poll() is not None or _answers(url), 120, "the embeddings server")
+        assert proc.poll() is None, (tmp_path / "embed.log").read_text()[-2000:]
+        f = tmp_path / "e.yaml"
+        f.write_text(f"profiles:\n  vec: {{engine: remote, url: '{url}', embeddings: true}}\n"
+                     f"  other: {{engine: remote, url: 'http://127.0.0.1:{free_port()}'}}\n")
+        monkeypatch.setenv("LLMCTL_PROFILES", str(f))
+        r = cli("embed", "--json", "one text", "another")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["profile"] == "vec" and out["count"] == 2 and out["dimensions"] > 0
+        r = cli("embed", "--profile", "other", "x")  # named: a remote may embed; this one is down
+        assert r.returncode == 11 and "cannot reach" in r.stderr and "llmctl status other" in r.stderr
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
