@@ -38,8 +38,16 @@ NOW = 100.0
 
 
 def world(*servers: Server, groups: dict[str, Group] | None = None, budget: int | None = None,
-          closing: bool = False) -> World:
-    return World({s.name: s for s in servers}, groups or {}, budget, NOW, retry_failed_after=2.0, closing=closing)
+          closing: bool = False, gpus: dict[str, int] | None = None) -> World:
+    if gpus and budget is None:
+        budget = sum(gpus.values())
+    return World({s.name: s for s in servers}, groups or {}, budget, NOW, retry_failed_after=2.0, closing=closing,
+                 gpus=gpus or {})
+
+
+def on(gpu: str, name: str, **kw) -> Server:
+    """A running server the gateway placed on ``gpu``."""
+    return srv(name, RUNNING, devices=(gpu,), **kw)
 
 
 def duo(**kw) -> dict[str, Group]:
@@ -153,6 +161,22 @@ CASES = [
                  id="collation: claimed but inside min_resident, a later request for it is still served"),
     pytest.param(world(a(RUNNING, claims=frozenset({3}), running_since=NOW - 3, **HOT)), ASK_A, Wait(),
                  id="collation ends with min_resident: then the earlier claim goes first"),
+    # -- per-GPU budgets (defaults.vram_budget: {0: ..., 1: ...}) --------------------------
+    pytest.param(world(srv("a", estimate=100), gpus={"0": 300, "1": 150}), ASK_A, Start((), ("1",)),
+                 id="per GPU: an unpinned profile goes where it fits best (the fullest GPU it fits on)"),
+    pytest.param(world(srv("a", estimate=100), on("1", "b", estimate=100), gpus={"0": 300, "1": 150}), ASK_A,
+                 Start((), ("0",)), id="per GPU: where it stops nothing"),
+    pytest.param(world(srv("a", estimate=100, devices=("1",), pinned=True), on("1", "b", estimate=100),
+                       gpus={"0": 300, "1": 150}), ASK_A, Start((("b", "budget"),), ("1",)),
+                 id="per GPU: a pinned profile stays pinned, and stops what it must there"),
+    pytest.param(world(srv("a", estimate=100), on("0", "b", estimate=100, load_s=20, rate=0.5),
+                       on("1", "c", estimate=100, load_s=1, rate=0.1), gpus={"0": 100, "1": 100}), ASK_A,
+                 Start((("c", "budget"),), ("1",)), id="per GPU: on the GPU whose victim is cheapest to reload"),
+    pytest.param(world(srv("a", estimate=100), on("0", "b", estimate=100, inflight=1),
+                       on("1", "c", estimate=100, load_s=30, rate=1), gpus={"0": 100, "1": 100}), ASK_A,
+                 Start((("c", "budget"),), ("1",)), id="per GPU: never where it would wait for a busy server"),
+    pytest.param(world(srv("a", estimate=150), gpus={"0": 100, "1": 100}), ASK_A, Reject("too-big"),
+                 id="per GPU: bigger than any GPU's budget is refused, though the sum would hold it"),
     pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, running_since=NOW - 1, min_resident=3,
                                                    rate=0.1), budget=150), ASK_A, Start((("b", "budget"),)),
                  id="min_resident: a server asked for too rarely to be needed again within it is not kept"),
@@ -192,10 +216,12 @@ def test_a_start_never_stops_a_server_serving_or_owed_a_request():
                           claims=frozenset(rnd.sample(range(1, 10), rnd.randint(0, 1))),
                           group=rnd.choice([None, "g"]), estimate=rnd.choice([0, 100, 200]),
                           last_used=rnd.random() * NOW, load_s=rnd.choice([0, 1, 9]), rate=rnd.random(),
-                          running_since=rnd.choice([None, NOW - 1, NOW - 10]), min_resident=rnd.choice([0, 3]))
+                          running_since=rnd.choice([None, NOW - 1, NOW - 10]), min_resident=rnd.choice([0, 3]),
+                          devices=rnd.choice([(), ("0",), ("1",), ("0", "1")]), pinned=rnd.random() < 0.3)
                    for n in "abcde"]
         groups = {"g": Group(tuple(s.name for s in servers if s.group == "g"), exclusive=rnd.random() < 0.8)}
-        w = World({s.name: s for s in servers}, groups, rnd.choice([None, 300, 500]), NOW)
+        w = World({s.name: s for s in servers}, groups, rnd.choice([None, 300, 500]), NOW,
+                  gpus=rnd.choice([{}, {"0": 200, "1": 300}]))
         req = Request(rnd.choice("abcde"), ticket=rnd.randint(1, 10))
         d = decide(w, req)
         if isinstance(d, Start):

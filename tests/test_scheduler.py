@@ -115,3 +115,51 @@ def test_a_per_gpu_budget_is_read_from_a_profile_file(tmp_path):
     cfg = load_profiles([str(f)])
     assert cfg.defaults.vram_budget == {"0": "70GiB", "1": "22GiB"}
     assert cfg.defaults.min_resident == 4 and cfg.profiles["a"].min_resident == 1.5
+
+
+class PlacingRecorder(Recorder):
+    """The Recorder, also recording the GPUs each start was placed on."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0.02)
+        self.placed: dict[str, tuple[str, ...]] = {}
+
+    def start(self, name: str, devices: tuple[str, ...] = ()) -> str:
+        self.placed[name] = devices
+        return super().start(name)
+
+
+def test_the_gateway_places_unpinned_profiles_per_gpu_and_keeps_pinned_ones():
+    """defaults.vram_budget as a map: the pool hands the chosen GPU to the start; a pinned
+    profile is started as its profile says (no placement passed)."""
+    from llmctl.profiles.schema import Defaults
+
+    async def go():
+        control = PlacingRecorder()
+        cfg = config(P("big"), P("small"), P("pinned", devices=["0"]))
+        cfg.defaults = Defaults(vram_budget={"0": "300", "1": "150"})
+        pool = await started(cfg, control, budget=450)
+        for name, size in (("big", 200), ("small", 100), ("pinned", 150)):
+            pool.records[name].estimate = size
+        (await pool.acquire("small")).release()  # best fit: GPU 1 (150) before GPU 0 (300)
+        (await pool.acquire("big")).release()  # only GPU 0 holds it
+        (await pool.acquire("pinned")).release()  # 200 + 150 > 300 on GPU 0: big goes, pinned stays on 0
+        assert control.placed == {"small": ("1",), "big": ("0",), "pinned": ()}
+        assert control.running == {"small", "pinned"}
+        assert pool.records["big"].placed == ("0",)
+        await pool.shutdown()
+
+    run(go())
+
+
+def test_a_placed_server_gets_its_gpu_through_the_visible_device_variable(tmp_path):
+    from llmctl.engines.discovery import EngineBinary
+    from llmctl.engines.llama_server import build
+    from llmctl.gateway.control import placed_on
+    from llmctl.paths import Paths
+
+    prof = P("a", backend="cuda")
+    placed = placed_on(prof, ("1",))
+    cmd = build(placed, EngineBinary("llama-server", "test"), tmp_path / "m.gguf", Paths.from_env())
+    assert cmd.env["CUDA_VISIBLE_DEVICES"] == "1"
+    assert prof.devices == [] and placed.url == prof.url  # the profile itself is not changed

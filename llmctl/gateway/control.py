@@ -9,7 +9,7 @@ from typing import Protocol
 
 from ..errors import SIGILL_FIX, IllegalInstruction, StartFailed, StartTimeout
 from ..paths import Paths
-from ..profiles.schema import Config
+from ..profiles.schema import Config, Profile
 
 
 @dataclass
@@ -26,9 +26,10 @@ class ServerControl(Protocol):
     threads. :class:`SupervisorControl` is the real one; the pool's unit tests stand in one that
     only records calls."""
 
-    def start(self, name: str) -> str:
-        """Start ``name``, wait until it is healthy; return how (``started``, ``adopted``,
-        ``already-running``); raise an LlmctlError when it cannot."""
+    def start(self, name: str, devices: tuple[str, ...] = ()) -> str:
+        """Start ``name`` (on ``devices`` when the gateway placed it), wait until it is healthy;
+        return how (``started``, ``adopted``, ``already-running``); raise an LlmctlError when it
+        cannot."""
         ...
 
     def stop(self, name: str) -> None:
@@ -38,6 +39,16 @@ class ServerControl(Protocol):
     def status(self, names: list[str]) -> list[Observed]:
         """What the supervisor says of each of ``names``."""
         ...
+
+
+def placed_on(profile: Profile, devices: tuple[str, ...]) -> Profile:
+    """A copy of ``profile`` whose ``devices:`` are ``devices`` (engines/devices.py turns them
+    into the backend's visible-device variable)."""
+    import copy
+
+    out = copy.copy(profile)
+    out.devices = list(devices)
+    return out
 
 
 class SupervisorControl:
@@ -54,10 +65,13 @@ class SupervisorControl:
         warn = logging.getLogger("llmctl.gateway").warning  # the supervisor's warnings, in the gateway's log
         self.supervisor = Supervisor(config, paths or Paths.from_env(), warn=warn)
 
-    def start(self, name: str) -> str:
+    def start(self, name: str, devices: tuple[str, ...] = ()) -> str:
         """Start ``name`` and wait until it is healthy; return ``started``, ``adopted`` or
         ``already-running``. A server whose keeper is restarting it counts as starting: wait. A
-        remote profile is only probed: ``remote`` when it answers."""
+        remote profile is only probed: ``remote`` when it answers. ``devices``: the GPUs the
+        gateway placed an unpinned profile on (the engine makes them its visible devices)."""
+        if devices:
+            self.config.profiles[name] = placed_on(self.config.profile(name), devices)
         prof = self.config.profile(name)
         if prof.remote:  # never started, stopped or evicted: it counts when it answers
             from ..engines.remote import probe

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..units import format_size
-from .scheduler import cost_class, default_load, prune, resident, resident_until
+from .scheduler import default_load, evictable, on_gpus, order_key, prune, resident, resident_until
 from .states import HOLDS_MEMORY, GatewayState
 
 S = GatewayState
@@ -48,6 +48,8 @@ class Server:
     rate: float = 0.0  #: its recent requests per second, as of now (scheduler.bumped)
     running_since: float | None = None  #: when it last became running (None: not running or unknown)
     min_resident: float = 0.0  #: seconds it stays once loaded before it may be evicted
+    devices: tuple[str, ...] = ()  #: the GPUs it is on (pinned, or where it was placed; (): unknown)
+    pinned: bool = False  #: its profile names its ``devices:`` (never moved)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class World:
     now: float = 0.0  #: the monotonic clock
     retry_failed_after: float = 2.0  #: seconds a failed start is refused before a retry
     closing: bool = False  #: the gateway is shutting down
+    gpus: Mapping[str, int] = field(default_factory=dict)  #: per-GPU budgets (bytes by GPU id; {}: one budget)
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,11 @@ class Wait:
 
 @dataclass(frozen=True)
 class Start:
-    """Stop ``victims`` (in this order, each with why), then start the server."""
+    """Stop ``victims`` (in this order, each with why), then start the server (on ``devices``
+    when placed there: per-GPU budgets)."""
 
     victims: tuple[tuple[str, StopWhy], ...] = ()
+    devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,14 +140,17 @@ def decide(world: World, req: Request) -> Decision:
 
 
 def _make_room(world: World, srv: Server, ticket: int) -> Decision:
-    plan = victims(world, srv.name, ticket)
-    if plan is None:
+    placed = placement(world, srv.name, ticket)
+    if placed is None:
+        whole = (f"any GPU's VRAM budget ({', '.join(f'{g}: {format_size(b)}' for g, b in world.gpus.items())})"
+                 if world.gpus else f"the whole VRAM budget ({format_size(world.budget or 0)})")
         return Reject("too-big", f"{srv.name} needs about {format_size(srv.estimate)} of GPU memory, more than "
-                                 f"the whole VRAM budget ({format_size(world.budget or 0)})")
+                                 f"{whole}")
+    plan, devices = placed
     blockers = [world.servers[n] for n, _ in plan
                 if not evictable(world.servers[n], ticket) or resident(world.servers[n], world.now)]
     if not blockers:
-        return Start(plan)
+        return Start(plan, devices)
     why = ", ".join(f"{b.name} ({_blocked(b, world.now)})" for b in blockers)
     times = [t for t in (resident_until(b) for b in blockers if resident(b, world.now)) if t is not None]
     return Wait(tuple(b.name for b in blockers if b.state is not S.STOPPING),
@@ -157,19 +165,19 @@ def _blocked(srv: Server, now: float) -> str:
     return str(srv.state)
 
 
-def evictable(srv: Server, ticket: int) -> bool:
-    """``srv`` may be stopped now for the request holding ``ticket``: running, nothing in
-    flight, no older request waiting for it, and no older claim on it."""
-    return (srv.state is S.RUNNING and srv.inflight == 0 and not any(t < ticket for t in srv.waiting)
-            and not (srv.claims and min(srv.claims) < ticket))
-
-
 def victims(world: World, name: str, ticket: int) -> tuple[tuple[str, StopWhy], ...] | None:
     """The servers to stop before ``name`` starts, each with why: the other live members of its
     exclusive group (swap), then, while the budget is exceeded, servers already stopping, then
     idle ones (those past ``min_resident`` first, cheapest to reload first: scheduler.cost; least
     recently used first among equals), then busy ones (budget); victims found not needed after
     all are kept (scheduler.prune). None: it does not fit even alone."""
+    placed = placement(world, name, ticket)
+    return None if placed is None else placed[0]
+
+
+def placement(world: World, name: str, ticket: int) -> tuple[tuple[tuple[str, StopWhy], ...], tuple[str, ...]] | None:
+    """:func:`victims`, and the GPUs ``name`` goes on: under per-GPU budgets (``world.gpus``) where
+    :func:`~llmctl.gateway.scheduler.on_gpus` places it, else () (its profile's ``devices:``)."""
     srv = world.servers[name]
     out: dict[str, StopWhy] = {}
     group = world.groups.get(srv.group or "")
@@ -177,16 +185,19 @@ def victims(world: World, name: str, ticket: int) -> tuple[tuple[str, StopWhy], 
         for m in group.members:
             if m != name and world.servers[m].state in HOLDS_MEMORY:
                 out[m] = "swap"
+    live = [s for s in world.servers.values() if s.name != name and s.state in HOLDS_MEMORY and s.estimate]
+    if world.gpus and srv.estimate:
+        found = on_gpus(world.gpus, [s for s in live if s.name not in out], srv, ticket, world.now)
+        if found is None:
+            return None
+        out.update((s.name, "budget") for s in found[0])
+        return tuple(out.items()), found[1]
     if world.budget is None or not srv.estimate:
-        return tuple(out.items())
+        return tuple(out.items()), ()
     if srv.estimate > world.budget:
         return None
-    live = [s for s in world.servers.values() if s.name != name and s.state in HOLDS_MEMORY and s.estimate]
     used = sum(s.estimate for s in live) - sum(world.servers[v].estimate for v in out)
-    fallback = default_load(live)
-    order = sorted((s for s in live if s.name not in out),
-                   key=lambda s: (s.state is not S.STOPPING, not evictable(s, ticket), resident(s, world.now),
-                                  cost_class(s, fallback), s.last_used))
+    order = sorted((s for s in live if s.name not in out), key=order_key(ticket, world.now, default_load(live)))
     chosen = []
     for s in order:
         if used + srv.estimate <= world.budget:
@@ -195,7 +206,7 @@ def victims(world: World, name: str, ticket: int) -> tuple[tuple[str, StopWhy], 
         used -= s.estimate
     for s in prune(chosen, used, srv.estimate, world.budget):
         out[s.name] = "budget"
-    return tuple(out.items())
+    return tuple(out.items()), ()
 
 
 def idle_ttl(name: str, own: float | None, group: Group | None, primary_return: float) -> float | None:

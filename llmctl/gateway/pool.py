@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from ..errors import SIGILL_FIX, IllegalInstruction, LlmctlError
+from ..gpu.placement import budget_by_gpu
 from ..profiles.schema import Config
 from .config import GatewayConfig
 from .control import ServerControl
@@ -48,6 +49,8 @@ class Pool:
                  metrics: PoolMetrics | None = None, on_stopped: Callable[[str], None] | None = None) -> None:
         self.config, self.gw, self.control = config, gw, control
         self.budget = budget
+        #: per-GPU budgets (``defaults.vram_budget`` as a map; serve --vram-budget is one number)
+        self.gpus = budget_by_gpu(config.defaults.vram_budget) if budget is not None and gw.vram_budget is None else {}
         self.metrics = metrics if metrics is not None else NO_METRICS
         self.on_stopped = on_stopped or (lambda name: None)
         groups = members((p.name, p.group) for p in config.profiles.values())
@@ -151,7 +154,7 @@ class Pool:
             return None
         self._drop_claims(w)
         w.until = None
-        w.attempt = self._begin_start(rec, d.victims)
+        w.attempt = self._begin_start(rec, d.victims, d.devices)
         w.why = f"{rec.name} is starting"
         return None
 
@@ -178,8 +181,10 @@ class Pool:
             self._changed()
 
     # -- starts and stops -----------------------------------------------------------------
-    def _begin_start(self, rec: Record, victims: tuple[tuple[str, str], ...]) -> int:
+    def _begin_start(self, rec: Record, victims: tuple[tuple[str, str], ...], devices: tuple[str, ...] = ()) -> int:
         stops = [(self.records[n], why) for n, why in victims]
+        if devices:
+            rec.placed = devices
         for v, _ in stops:
             self._set(v, S.STOPPING)
         rec.attempt += 1
@@ -201,7 +206,8 @@ class Pool:
                                           f"{getattr(r, 'message', r)}", profile=rec.name)
             log.info("%s: starting", rec.name)
             t1 = time.monotonic()
-            outcome = await self._call(self.control.start, rec.name)
+            placed = () if rec.profile.devices else rec.placed
+            outcome = await self._call(self.control.start, rec.name, *([placed] if placed else []))
             rec.load_s = learned_load(rec.load_s, time.monotonic() - t1)
             rec.ours = rec.ours or outcome in ("started", "adopted")
             rec.last_used = time.monotonic()
@@ -275,7 +281,7 @@ class Pool:
         """The records as the policy reads them, now."""
         now = time.monotonic()
         return World(Views(self.records, now), self.groups, self.budget,
-                     now, self.gw.retry_failed_after, self.closing)
+                     now, self.gw.retry_failed_after, self.closing, self.gpus)
 
     def _set(self, rec: Record, state: GatewayState) -> None:
         """The one way a record changes state (raises IllegalTransition for one the table lacks)."""

@@ -40,6 +40,7 @@ class Record:
     rate: float = 0.0  #: requests per second as of ``rate_at`` (scheduler.bumped as each ends)
     rate_at: float = 0.0
     min_resident: float = 0.0  #: seconds it stays once loaded before it may be evicted
+    placed: tuple[str, ...] = ()  #: the GPUs the gateway last started it on (per-GPU budgets)
 
     @property
     def name(self) -> str:
@@ -52,7 +53,8 @@ class Record:
                       frozenset(self.claims), self.profile.group, self.estimate, self.last_used,
                       self.failed_at, self.failed_attempt, self.reason, self.idle_ttl, self.load_s,
                       decayed(self.rate, self.rate_at, now),
-                      self.since if self.state is GatewayState.RUNNING else None, self.min_resident)
+                      self.since if self.state is GatewayState.RUNNING else None, self.min_resident,
+                      tuple(self.profile.devices) or self.placed, bool(self.profile.devices))
 
     def served_one(self, now: float) -> None:
         """A request to it ended at ``now``: its request rate goes up (counted at the end, as

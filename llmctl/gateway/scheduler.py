@@ -18,9 +18,9 @@ batch of requests that gathered for it, and two models cannot evict each other o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from statistics import median
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .states import GatewayState
 
@@ -89,3 +89,76 @@ def prune(chosen: Sequence[Server], used: int, need: int, budget: int) -> list[S
             out.remove(s)
             used += s.estimate
     return out
+
+
+# -- per-GPU placement (``defaults.vram_budget`` as a map) ------------------------------------
+def order_key(ticket: int, now: float, fallback: float) -> Callable[[Server], tuple[Any, ...]]:
+    """The eviction order: servers already stopping, then idle ones past ``min_resident``,
+    cheapest to reload first, least recently used among equals; busy ones last."""
+    return lambda s: (s.state is not GatewayState.STOPPING, not evictable(s, ticket), resident(s, now),
+                      cost_class(s, fallback), s.last_used)
+
+
+def evictable(srv: Server, ticket: int) -> bool:
+    """``srv`` may be stopped now for the request holding ``ticket``: running, nothing in
+    flight, no older request waiting for it, and no older claim on it."""
+    return (srv.state is GatewayState.RUNNING and srv.inflight == 0 and not any(t < ticket for t in srv.waiting)
+            and not (srv.claims and min(srv.claims) < ticket))
+
+
+def share(srv: Server, gpu: str) -> int:
+    """Bytes ``srv`` takes on ``gpu`` (a split model: an even share on each of its GPUs)."""
+    return srv.estimate // len(srv.devices) if gpu in srv.devices else 0
+
+
+def on_gpus(caps: Mapping[str, int], live: Sequence[Server], srv: Server, ticket: int,
+            now: float) -> tuple[list[Server], tuple[str, ...]] | None:
+    """Where ``srv`` goes and what it stops there, under per-GPU budgets ``caps`` (``live``: the
+    servers holding memory, less those already being swapped out). A pinned profile stays on its
+    ``devices``; an unpinned one goes on the GPU where it stops nothing it cannot stop now, then
+    the least reload cost, then the fewest servers, then the best fit. None: it fits on none."""
+    fallback = default_load(live)
+    key = order_key(ticket, now, fallback)
+    options = [tuple(srv.devices)] if srv.pinned and srv.devices else [(g,) for g in sorted(caps, key=_gpu_order)]
+    best: tuple[tuple[Any, ...], list[Server], tuple[str, ...]] | None = None
+    for devs in options:
+        picked = _fit_on(caps, live, devs, srv.estimate, key)
+        if picked is None:
+            continue
+        chosen, left = picked
+        blocked = sum(1 for v in chosen if not evictable(v, ticket) or resident(v, now))
+        score = (blocked, sum(cost(v, fallback) for v in chosen), len(chosen), left)
+        if best is None or score < best[0]:
+            best = (score, chosen, devs)
+    return None if best is None else (best[1], best[2])
+
+
+def _fit_on(caps: Mapping[str, int], live: Sequence[Server], devs: tuple[str, ...], need: int,
+            key: Callable[[Server], tuple[Any, ...]]) -> tuple[list[Server], int] | None:
+    """The servers to stop so ``need`` bytes fit on ``devs`` (split evenly), and the bytes then
+    left on them; None when they cannot hold it even empty. A GPU without a budget holds back
+    nothing."""
+    devs = tuple(g for g in devs if g in caps)
+    if not devs:
+        return [], 0
+    each = -(-need // len(devs))
+    if any(each > caps[g] for g in devs):
+        return None
+    used = {g: sum(share(s, g) for s in live) for g in devs}
+    chosen: list[Server] = []
+    for s in sorted((s for s in live if set(s.devices) & set(devs)), key=key):
+        if all(used[g] + each <= caps[g] for g in devs):
+            break
+        chosen.append(s)
+        for g in devs:
+            used[g] -= share(s, g)
+    for s in list(reversed(chosen)):  # keep the costliest victims not needed after all
+        if s.state is GatewayState.RUNNING and all(used[g] + share(s, g) + each <= caps[g] for g in devs):
+            chosen.remove(s)
+            for g in devs:
+                used[g] += share(s, g)
+    return chosen, sum(caps[g] - used[g] - each for g in devs)
+
+
+def _gpu_order(gpu: str) -> tuple[int, str]:
+    return (int(gpu), "") if gpu.isdigit() else (1 << 30, gpu)
