@@ -51,8 +51,8 @@ from .proxy import (
     Upstreams,
     read_body,
     relay_headers,
+    usage_from_body,
     usage_from_sse,
-    usage_of,
     wait_disconnect,
 )
 from .records import Lease
@@ -224,10 +224,7 @@ class Gateway:
             lease.release()
         self.metrics.request(name, endpoint, resp.status_code, time.monotonic() - t0)
         if ctype.startswith("application/json") and endpoint in (CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES):
-            try:
-                self.metrics.usage(name, *usage_of(json.loads(body)))
-            except ValueError:
-                pass
+            self.metrics.usage(name, *usage_from_body(body))  # read from the end: no parse of a whole body
         if shape.answer is not None:
             body = shape.answer(resp.status_code, body)
         return _raw_response(body, resp.status_code, relay_headers(resp, extra))

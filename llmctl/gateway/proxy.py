@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -157,6 +158,77 @@ def usage_of(obj: Any) -> tuple[int | None, int | None]:
         prompt = (t.get("prompt_n") or 0) + (t.get("cache_n") or 0)
         return prompt or None, t.get("predicted_n")
     return None, None
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+USAGE_KEYS = (b'"usage"', b'"timings"')  #: the top-level members :func:`usage_of` reads
+CANDIDATES = 8  #: occurrences of a key tried (from the end) before giving up on it
+
+
+def usage_from_body(body: bytes) -> tuple[int | None, int | None]:
+    """:func:`usage_of` for a whole JSON answer, without parsing all of it: servers put
+    ``usage`` (and llama-server ``timings``) among the last members, after a body that may be
+    megabytes of embeddings. Each key is found from the end and checked to be a member of the
+    top-level object (the members from it to the end parse, then the document ends); only
+    those members are parsed. A body cut off, or not a JSON object, gives (None, None)."""
+    members: dict[str, Any] = {}
+    for key in USAGE_KEYS:
+        members.update(_members_from(body, key) or {})
+        found = usage_of(members)
+        if found != (None, None):
+            return found
+    return None, None
+
+
+def _members_from(body: bytes, key: bytes) -> dict[str, Any] | None:
+    """The top-level members from the last occurrence of ``key`` that is one, to the end."""
+    end = len(body)
+    for _ in range(CANDIDATES):
+        at = body.rfind(key, 0, end)
+        if at < 0:
+            return None
+        end = at
+        if _escaped(body, at):
+            continue
+        try:
+            found = _tail_members(body[at:].decode())
+        except (ValueError, IndexError, RecursionError):  # UnicodeDecodeError included
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+def _escaped(body: bytes, at: int) -> bool:
+    """The quote at ``at`` is escaped (inside a string): an odd run of backslashes before it."""
+    run = 0
+    while at - run - 1 >= 0 and body[at - run - 1] == 0x5C:
+        run += 1
+    return run % 2 == 1
+
+
+def _tail_members(text: str) -> dict[str, Any] | None:
+    """Parse ``"k": v, ... }`` to the end of ``text``; None unless the document ends there."""
+    out: dict[str, Any] = {}
+    pos = 0
+    while True:
+        key, pos = _DECODER.raw_decode(text, pos)
+        pos = _skip(text, pos)
+        if not isinstance(key, str) or text[pos] != ":":
+            return None
+        value, pos = _DECODER.raw_decode(text, _skip(text, pos + 1))
+        out[key] = value
+        pos = _skip(text, pos)
+        if text[pos] == "}":
+            return out if _skip(text, pos + 1) == len(text) else None
+        if text[pos] != ",":
+            return None
+        pos = _skip(text, pos + 1)
+
+
+def _skip(text: str, pos: int) -> int:
+    return _WS.match(text, pos).end()  # type: ignore[union-attr]
 
 
 def usage_from_sse(tail: bytes) -> tuple[int | None, int | None]:
