@@ -89,7 +89,7 @@ def up(names: NamesArg,
     finally:
         progress.close()
     if json:
-        out.data([r.__dict__ for r in results])
+        out.data([_row(r) for r in results])
         return
     for r in results:
         if r.note:  # a remote profile: not started
@@ -118,7 +118,7 @@ def down(names: OptNamesArg = None,
         targets = list(config.profiles)
     results = _supervisor(config).stop(targets)
     if json:
-        out.data([r.__dict__ for r in results])
+        out.data([_row(r) for r in results])
         return
     for r in results:
         if r.note:
@@ -127,6 +127,14 @@ def down(names: OptNamesArg = None,
             out.text(f"{r.name}: stopped" + (" (needed SIGKILL)" if r.killed else ""))
         else:
             out.text(f"{r.name}: not running")
+
+
+def _row(result) -> dict:
+    """A start or stop result for --json: its fields, ``note`` only where there is one (remote)."""
+    d = dict(result.__dict__)
+    if not d.get("note"):
+        d.pop("note", None)
+    return d
 
 
 def _config_if_readable():
