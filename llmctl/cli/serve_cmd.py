@@ -51,20 +51,25 @@ OllamaPort = Annotated[Optional[int], typer.Option(
     "--ollama-port", help="Also listen on this port, e.g. 11434 (where Ollama clients look by default). "
     "Both ports serve everything: the OpenAI API at /v1, Ollama's at /api.", show_default=False)]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log every request (access log).")]
+Watch = Annotated[bool, typer.Option(
+    "--watch", help="Reload the profile files when they change (SIGHUP always reloads them).")]
 
 
 def serve(host: Host = "127.0.0.1", port: Port = 8800, vram_budget: VramBudget = None,
           max_concurrent: MaxConcurrent = 64, api_key_file: ApiKeyFile = None, stop_on_exit: StopOnExit = "started",
           wait_timeout: WaitTimeout = 300.0, upstream_timeout: UpstreamTimeout = 600.0,
           primary_return: PrimaryReturn = 60.0, allow_host: AllowHost = None, max_body_size: MaxBodySize = "32MiB",
-          header_timeout: HeaderTimeout = 10.0, ollama_port: OllamaPort = None, verbose: Verbose = False) -> None:
+          header_timeout: HeaderTimeout = 10.0, ollama_port: OllamaPort = None, verbose: Verbose = False,
+          watch: Watch = False) -> None:
     """Serve one OpenAI-compatible endpoint for every profile and task; start servers on demand.
 
     Clients use http://HOST:PORT/v1 as base URL and a task or profile name as `model`; Ollama
     clients use OLLAMA_HOST=HOST:PORT (or --ollama-port 11434) and the same names. Servers
     start when first asked for, stop after their idle_ttl, swap within exclusive groups and
     within the VRAM budget. Ctrl-C stops the gateway and (--stop-on-exit started) the servers
-    it started; servers that were already running are left running.
+    it started; servers that were already running are left running. SIGHUP (or, with --watch, a
+    change) reloads the profile files: added profiles appear, removed ones are drained and stopped,
+    changed ones restart once idle; a file with errors is refused and the old profiles kept.
     """
     from ..gateway.config import GatewayConfig
     from ..gateway.security import resolve_key
@@ -84,10 +89,18 @@ def serve(host: Host = "127.0.0.1", port: Port = 8800, vram_budget: VramBudget =
 
     try:
         run_gateway(config, gw, on_ready=_announce(out, config, gw), log_level="info" if verbose else "warning",
-                    access_log=verbose)
+                    access_log=verbose, reload=(load_config, _profile_files, watch))
     except KeyboardInterrupt:
         out.info("gateway stopped")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def _profile_files() -> list[str]:
+    """The profile files `serve` reads, found again (a new file in a profiles directory counts)."""
+    from ..profiles.discovery import discover
+    from .context import STATE
+
+    return [str(p) for p in discover(STATE.files)]
 
 
 def _log_to_stderr() -> None:

@@ -138,6 +138,9 @@ class Pool:
     def _decide(self, rec: Record, w: Waiter) -> Lease | None:
         """Carry out the policy's decision: admit (a lease), wait (None), start (None), or raise.
         Synchronous: this is a transition."""
+        if self.records.get(rec.name) is not rec:  # its profile was removed by a reload (gateway/reload.py)
+            raise Unavailable(f"{rec.name} was removed from the profile files while the request waited",
+                              profile=rec.name)
         d = decide(self.world(), Request(rec.name, w.ticket, w.start, w.attempt))
         if isinstance(d, Admit):
             rec.inflight += 1

@@ -22,6 +22,9 @@ from .config import GatewayConfig
 if TYPE_CHECKING:
     from .control import ServerControl
 
+#: what `serve` reloads from: load the profiles, list their files, watch them (gateway/reload.py)
+Reload = tuple[Callable[[], Config], Callable[[], list[str]], bool]
+
 
 def bind(host: str, port: int, option: str = "--port") -> socket.socket:
     """The listening socket (bound here so that a busy port is a clear error)."""
@@ -72,9 +75,11 @@ def _server(app, gw: GatewayConfig, log_level: str, access_log: bool):
 
 def serve(config: Config, gw: GatewayConfig, *, paths: Paths | None = None,
           on_ready: Callable[[str], None] | None = None, log_level: str = "warning",
-          access_log: bool = False) -> list[str]:
+          access_log: bool = False, reload: Reload | None = None) -> list[str]:
     """Serve until SIGINT/SIGTERM (which uvicorn re-raises once the gateway has stopped the
-    servers it should); return the names stopped on exit."""
+    servers it should); return the names stopped on exit. ``reload``: (load the profiles, list
+    their files, watch them): SIGHUP (and with watch, a changed file) reloads them
+    (:mod:`llmctl.gateway.reload`)."""
     from .app import build_app
 
     app = build_app(config, gw, paths=paths)
@@ -85,9 +90,19 @@ def serve(config: Config, gw: GatewayConfig, *, paths: Paths | None = None,
         task = asyncio.create_task(server.serve(sockets=socks))
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
+        reloader = None
+        if server.started and reload is not None:
+            from .reload import Reloader
+
+            reloader = Reloader(app.state.gateway, *reload)
+            reloader.start()
         if server.started and on_ready:
             on_ready(gw.url)
-        await task
+        try:
+            await task
+        finally:
+            if reloader is not None:
+                await reloader.stop()
         if not server.started:
             raise LlmctlError("the gateway failed to start (see the messages above)")
 
