@@ -1,7 +1,10 @@
-"""The docker launcher. No Docker engine runs on these machines: the argv is checked exactly,
-and the lifecycle runs against tests/helpers/fake_docker.py, a stand-in `docker` executable
+"""The docker launcher: the argv checked exactly (the seed's ROCm devices, CUDA's --gpus, vLLM),
+and the calls it makes, against tests/helpers/fake_docker.py, a stand-in `docker` executable
 placed first on PATH that records its calls and answers `inspect` the way Docker does (its
-"container" is the misbehaving test server). No real container runs here."""
+"container" is the misbehaving test server). The launcher also runs on a real engine, podman
+with runc, in tests/test_podman.py; fake_docker.py's docstring says which cases stay on the
+stand-in and why (an OOMKilled report, a client whose exit status is not its container's, the
+calls themselves)."""
 
 from __future__ import annotations
 

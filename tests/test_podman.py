@@ -242,6 +242,45 @@ def test_container_left_by_a_killed_keeper_is_removed_by_down(tmp_path, podman, 
     assert podman.names() == [] and port_is_free(port) and not psutil.pid_exists(init)
 
 
+def test_client_killed_while_the_container_runs(tmp_path, podman, smollm2, ports):
+    """Only the `podman run` client is SIGKILLed: the container runs on without it. The keeper
+    sees the client's death, stops and removes the container by name, and on-failure starts a
+    new one."""
+    port = ports()
+    env = write_profiles(tmp_path, podman, smollm2, port)
+    assert cli("up", "light", env=env).returncode == 0
+    first = status(env)
+    init = first["container"]["Pid"]
+    os.kill(first["pid"], signal.SIGKILL)
+    st = wait_for(lambda: (s := status(env))["state"] == "running" and s["restarts"] == 1 and s, 60, "the restart")
+    assert st["pid"] != first["pid"] and st["container"]["Pid"] != init and not psutil.pid_exists(init)
+    log = log_text(env)
+    assert "server exited (signal 9)" in log
+    assert "but container llmctl-light still runs: stopping and removing it" in log
+    assert cli("down", "light", env=env).returncode == 0
+    assert podman.names() == [] and port_is_free(port)
+
+
+def test_stale_container_is_removed_and_a_running_one_refused(tmp_path, podman, smollm2, ports):
+    """A container of the profile's name that never ran (`podman create`) is removed before the
+    start; one that runs and is not llmctl's is refused, and left running."""
+    port = ports()
+    env = write_profiles(tmp_path, podman, smollm2, port)
+    podman.run("create", "--name", "llmctl-light", *podman.options, podman.image, "--version")
+    assert podman.state("llmctl-light")["Status"] == "created"
+    r = cli("up", "light", env=env)
+    assert r.returncode == 0, r.stderr
+    assert cli("down", "light", env=env).returncode == 0 and podman.names() == []
+    podman.run("run", "-d", "--name", "llmctl-light", *podman.options, "--entrypoint", "/bin/sleep",
+               podman.image, "300")
+    try:
+        r = cli("up", "light", env=env)
+        assert r.returncode == 8 and "already running outside llmctl" in r.stderr
+        assert podman.state("llmctl-light")["Running"] is True  # not ours: untouched
+    finally:
+        podman.run("rm", "-f", "-t", "0", "llmctl-light")
+
+
 def test_port_taken_on_the_host_is_named_before_the_container_starts(tmp_path, podman, smollm2, ports):
     port = ports()
     env = write_profiles(tmp_path, podman, smollm2, port)
@@ -252,6 +291,31 @@ def test_port_taken_on_the_host_is_named_before_the_container_starts(tmp_path, p
         assert podman.names() == []  # no container was even created
     assert r.returncode == 7
     assert f"port {port}" in r.stderr and f"pid {os.getpid()}" in r.stderr
+
+
+def test_status_counts_vram_of_the_container_processes(tmp_path, podman, smollm2, ports, monkeypatch):
+    """The container's processes are not the client's children: status sums the GPU memory of
+    the tree under the container's State.Pid. No GPU here: a stand-in nvidia-smi (its GPU line
+    the committed H200 capture) reports the real llama-server inside the container."""
+    port = ports()
+    env = write_profiles(tmp_path, podman, smollm2, port)
+    assert cli("up", "light", env=env).returncode == 0
+    try:
+        server = engine_under(status(env)["container"]["Pid"])
+        gpus = next((REPO / "tests" / "data" / "gpu").glob("nvidia-smi-gpus*.csv")).read_text()
+        uuid = gpus.splitlines()[0].split(",")[1].strip()
+        bindir = tmp_path / "smi-bin"
+        bindir.mkdir()
+        (bindir / "nvidia-smi").write_text(
+            "#!/bin/sh\ncase \"$1\" in\n"
+            f"  --query-gpu=*) cat <<'EOF'\n{gpus.strip()}\nEOF\n;;\n"
+            f"  --query-compute-apps=*) echo '{server.pid}, {uuid}, 1234'; echo '1, {uuid}, 99';;\nesac\n")
+        (bindir / "nvidia-smi").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+        st = status(env)
+        assert st["vram_mib"] == 1234 and st["gpus"] == [0]
+    finally:
+        assert cli("down", "light", env=env).returncode == 0
 
 
 def test_doctor_names_the_container_engine_version_and_runtime(tmp_path, podman, docker_is_podman):
