@@ -355,3 +355,39 @@ def test_embed_through_a_remote_server(tmp_path, smollm2, llama_server, monkeypa
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_the_health_path_and_the_fallback_for_servers_without_one(files, tmp_path, server):
+    """A server without /health (a stdlib HTTP server that answers only /v1/models: a stand-in for
+    OpenAI-compatible servers that have none) is probed on /v1/models; a `health:` path is used as
+    written."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class ModelsOnly(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            body = b'{"data": [{"id": "m"}]}'
+            self.send_response(200 if self.path == "/v1/models" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), ModelsOnly)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        f = tmp_path / "h.yaml"
+        f.write_text(f"""
+profiles:
+  bare: {{engine: remote, url: "http://127.0.0.1:{httpd.server_port}"}}
+  ready: {{engine: remote, url: "{server}", health: /v1/health}}
+  wrong: {{engine: remote, url: "{server}", health: /nothing-here, api_key_env: {KEY_ENV}}}
+""")
+        rows = {e["name"]: e for e in json.loads(cli("-f", str(f), "status", "--json").stdout)}
+        assert rows["bare"]["state"] == "running" and "/v1/models answered" in rows["bare"]["message"]
+        assert rows["ready"]["state"] == "running" and "/v1/health answered" in rows["ready"]["message"]
+        assert rows["wrong"]["state"] == "unreachable" and "HTTP 404" in rows["wrong"]["message"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
