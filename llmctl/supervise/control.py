@@ -139,7 +139,15 @@ class Supervisor(StartProtocol, StopProtocol):
             for n in names:
                 if n not in self.config.profiles and not self.paths.state_file(n).exists():
                     self.config.profile(n)  # raises UnknownProfile with the known names
-        entries = [entry(self.config, self.paths, n) for n in dict.fromkeys(names)]
+        names = list(dict.fromkeys(names))
+        remote = sum(1 for n in names if n in self.config.profiles and self.config.profiles[n].remote)
+        if remote > 1:  # each is probed over the network: at once, not one timeout after another
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+                entries = list(pool.map(lambda n: entry(self.config, self.paths, n), names))
+        else:
+            entries = [entry(self.config, self.paths, n) for n in names]
         add_gpu_usage(entries)
         return entries
 
