@@ -145,7 +145,7 @@ async def _drain(pool: Pool, rec: Record, why: str, *, stop: bool, marked: bool 
     ``marked``: apply has already marked it ``stopping``."""
     if not marked:
         await _until(pool, lambda: rec.state not in (S.STARTING, S.RECOVERING, S.STOPPING))
-        if not stop or rec.state is not S.RUNNING or pool.closing:
+        if not stop or rec.state is not S.RUNNING:  # closing too: shutdown no longer sees a removed one
             if rec.state is S.RUNNING and not stop:
                 log.info("%s: %s; its server was not started by the gateway and keeps running", rec.name, why)
             return
