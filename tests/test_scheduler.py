@@ -163,3 +163,49 @@ def test_a_placed_server_gets_its_gpu_through_the_visible_device_variable(tmp_pa
     cmd = build(placed, EngineBinary("llama-server", "test"), tmp_path / "m.gguf", Paths.from_env())
     assert cmd.env["CUDA_VISIBLE_DEVICES"] == "1"
     assert prof.devices == [] and placed.url == prof.url  # the profile itself is not changed
+
+
+# -- the simulator (llmctl.gateway.simulate: the real decide() on a fake clock) ---------------
+def tiny(models: dict[str, tuple[float, float]], requests: list[tuple[float, str]]):
+    from llmctl.gateway.simulate import trace_from
+
+    return trace_from({"models": {n: {"gb": gb, "load_s": s} for n, (gb, s) in models.items()},
+                       "requests": [[t, m, 1.0] for t, m in requests]})
+
+
+def test_the_simulator_replays_a_swap_under_each_policy():
+    from llmctl.gateway.simulate import GB, simulate
+
+    trace = tiny({"a": (6, 2), "b": (6, 2)}, [(0, "a"), (20, "b"), (40, "a"), (60, "b")])
+    for policy in ("groups", "lru", "scheduler"):
+        r = simulate(trace, {"0": 10 * GB}, policy)
+        assert (r.loads, r.swaps, len(r.waits), r.refused) == (4, 3, 4, 0), policy
+        assert all(1.6 <= w <= 2.5 + 0.5 for w in r.waits), (policy, r.waits)  # a load (+ a stop) each
+    both = simulate(trace, {"0": 12 * GB}, "lru")
+    assert (both.loads, both.swaps) == (2, 0)  # both fit: loaded once each
+    assert simulate(trace, {"0": 12 * GB}, "groups").swaps == 3  # one group per GPU swaps anyway
+
+
+def test_the_scheduler_keeps_the_model_expensive_to_reload_where_lru_evicts_it():
+    """The primary (20 s to load, asked for three times) was used less recently than a
+    specialist (2 s): LRU stops the primary for the second specialist and the next request for
+    it waits a reload; the scheduler stops the cheap specialist instead."""
+    from llmctl.gateway.simulate import GB, simulate
+
+    trace = tiny({"primary": (10, 20), "s1": (8, 2), "s2": (8, 2)},
+                 [(0, "primary"), (25, "primary"), (30, "primary"), (40, "s1"), (50, "s2"), (60, "primary")])
+    lru, sched = (simulate(trace, {"0": 20 * GB}, p) for p in ("lru", "scheduler"))
+    assert (lru.loads, lru.swaps) == (4, 2) and (sched.loads, sched.swaps) == (3, 1)
+    assert lru.waits[-1] > 15 and sched.waits[-1] == 0  # the primary at 60 s: a reload, or none
+    assert sched.load_time < lru.load_time - 10
+
+
+def test_the_simulator_places_per_gpu_and_refuses_an_unknown_policy():
+    from llmctl.gateway.simulate import GB, deal, simulate
+
+    trace = tiny({"a": (20, 2), "b": (20, 2)}, [(0, "a"), (1, "b"), (30, "a"), (31, "b")])
+    gpus = {"0": 24 * GB, "1": 24 * GB}
+    assert deal(trace.models, gpus) == {"a": "0", "b": "1"}
+    assert simulate(trace, gpus, "scheduler").swaps == 0  # one on each GPU
+    with pytest.raises(ValueError, match="one of groups, lru, scheduler"):
+        simulate(trace, gpus, "fifo")

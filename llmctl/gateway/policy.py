@@ -142,7 +142,7 @@ def decide(world: World, req: Request) -> Decision:
 def _make_room(world: World, srv: Server, ticket: int) -> Decision:
     placed = placement(world, srv.name, ticket)
     if placed is None:
-        whole = (f"any GPU's VRAM budget ({', '.join(f'{g}: {format_size(b)}' for g, b in world.gpus.items())})"
+        whole = (f"the GPUs' VRAM budgets ({', '.join(f'{g}: {format_size(b)}' for g, b in world.gpus.items())})"
                  if world.gpus else f"the whole VRAM budget ({format_size(world.budget or 0)})")
         return Reject("too-big", f"{srv.name} needs about {format_size(srv.estimate)} of GPU memory, more than "
                                  f"{whole}")

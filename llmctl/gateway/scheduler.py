@@ -27,7 +27,7 @@ from .states import GatewayState
 if TYPE_CHECKING:
     from .policy import Server
 
-RATE_WINDOW = 30.0  #: seconds over which the request rate decays by a factor e
+RATE_WINDOW = 300.0  #: seconds over which the request rate decays by a factor e
 DEFAULT_MIN_RESIDENT = 3.0  #: seconds a loaded server stays before it may be evicted (the default)
 COST_STEP = 2.0  #: costs within this factor of each other count as equal
 UNKNOWN_LOAD = 1.0  #: seconds assumed for a reload when no start was ever timed
@@ -116,10 +116,14 @@ def on_gpus(caps: Mapping[str, int], live: Sequence[Server], srv: Server, ticket
     """Where ``srv`` goes and what it stops there, under per-GPU budgets ``caps`` (``live``: the
     servers holding memory, less those already being swapped out). A pinned profile stays on its
     ``devices``; an unpinned one goes on the GPU where it stops nothing it cannot stop now, then
-    the least reload cost, then the fewest servers, then the best fit. None: it fits on none."""
+    the least reload cost, then the fewest servers, then on one GPU rather than split evenly
+    over all (llama.cpp's layer split), then the best fit. None: it fits nowhere."""
     fallback = default_load(live)
     key = order_key(ticket, now, fallback)
-    options = [tuple(srv.devices)] if srv.pinned and srv.devices else [(g,) for g in sorted(caps, key=_gpu_order)]
+    gpus = tuple(sorted(caps, key=_gpu_order))
+    options: list[tuple[str, ...]] = [tuple(srv.devices)] if srv.pinned and srv.devices else [(g,) for g in gpus]
+    if len(options) > 1:
+        options.append(gpus)  # split evenly over them all: only where no single GPU does better
     best: tuple[tuple[Any, ...], list[Server], tuple[str, ...]] | None = None
     for devs in options:
         picked = _fit_on(caps, live, devs, srv.estimate, key)
@@ -127,7 +131,7 @@ def on_gpus(caps: Mapping[str, int], live: Sequence[Server], srv: Server, ticket
             continue
         chosen, left = picked
         blocked = sum(1 for v in chosen if not evictable(v, ticket) or resident(v, now))
-        score = (blocked, sum(cost(v, fallback) for v in chosen), len(chosen), left)
+        score = (blocked, sum(cost(v, fallback) for v in chosen), len(chosen), len(devs), left)
         if best is None or score < best[0]:
             best = (score, chosen, devs)
     return None if best is None else (best[1], best[2])
