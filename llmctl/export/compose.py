@@ -3,8 +3,8 @@
 Each service runs the profile's image with the args of the engine's builder, publishes its port
 on the profile's host (loopback unless the profile says otherwise), mounts the model's directory
 from this machine read-only, passes ROCm's device nodes (and Vulkan's render nodes) or reserves
-CUDA GPUs, checks the health path, and restarts as ``restart:`` says. `llmctl run` and
-`llmctl serve` with the same profiles use these servers as they are (they answer /health).
+CUDA GPUs, checks the health path, and restarts as ``restart:`` says. `llmctl run` with the
+same profiles uses these servers as they are (they answer /health at the profile's URL).
 Compose reads ``$`` in values as its own variables: the export writes ``$$`` where a ``$`` is
 meant, and ``${VAR:?...}`` where the API key comes from the environment of `compose up`.
 """
@@ -18,7 +18,7 @@ from ..engines.launchers.docker import rocm_devices
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from .command import Server, server
-from .common import ExportFile, Options, gpu_count, header, said, seconds, selected, where
+from .common import ExportFile, Options, gpu_count, header, said, seconds, servers, where
 from .images import image_for
 from .yamlout import Note, dump
 
@@ -37,9 +37,9 @@ def project_name(config: Config) -> str:
 
 
 def render(config: Config, names: list[str] | None, opts: Options, paths: Paths) -> list[ExportFile]:
-    services = {p.name: service(server(p, paths), opts) for p in selected(config, names)}
+    services = {p.name: service(server(p, paths), opts) for p in servers(config, names)}
     doc = {"name": project_name(config), "services": services}
-    return [ExportFile("compose.yaml", dump(doc, header("compose", config)))]
+    return [ExportFile("compose.yaml", dump(doc, header("compose", config, names=names)))]
 
 
 def esc(value: Any) -> Any:

@@ -29,9 +29,10 @@ DEFAULT_STORAGE_GIB = 100  #: the model volume's size when this machine does not
 STARTUP_PERIOD = 10  #: seconds between startup probes (the start timeout is spread over them)
 def render(config: Config, names: list[str] | None, opts: Options, paths: Paths) -> list[ExportFile]:
     profiles = selected(config, names)
-    objects = check_names(profiles)
+    local = [p for p in profiles if not p.remote]
+    objects = check_names(local)
     files = []
-    for p in profiles:
+    for p in local:
         srv = server(p, paths)
         docs = [dump(volume(srv, objects[p.name], opts), header("k8s", config, *_secrets_note([p]))),
                 dump(deployment(srv, objects[p.name], opts)), dump(service(p, objects[p.name], opts))]

@@ -35,7 +35,7 @@ def gateway(config: Config, profiles: list[Profile], objects: dict[str, str], op
 def remote_profiles(config: Config, profiles: list[Profile], objects: dict[str, str]) -> str:
     """The gateway's profile file: the servers at their Services, the tasks that use them."""
     exported = {p.name for p in profiles}
-    out: dict[str, Any] = {"profiles": {p.name: remote(p, objects[p.name]) for p in profiles}}
+    out: dict[str, Any] = {"profiles": {p.name: remote(p, objects.get(p.name)) for p in profiles}}
     tasks = {name: task_entry(t, exported) for name, t in config.tasks.items() if t.profile in exported}
     if tasks:
         out["tasks"] = tasks
@@ -49,16 +49,22 @@ def remote_profiles(config: Config, profiles: list[Profile], objects: dict[str, 
     return dump(out, lines)
 
 
-def remote(p: Profile, obj: str) -> Any:
-    entry: dict[str, Any] = {"engine": "remote",
-                             "url": Note(f"http://{obj}:{p.port}", f"the Service {obj}, {said(p, 'port')}")}
-    model = served_name(p) if p.engine == "vllm" else p.alias
+def remote(p: Profile, obj: str | None) -> Any:
+    """A server as the gateway's remote profile: at its Service, or (a remote profile already)
+    where it was."""
+    if obj is None:
+        url = Note(p.url, f"as written ({where(p, 'url')}): a server outside this export")
+    else:
+        url = Note(f"http://{obj}:{p.port}", f"the Service {obj}, {said(p, 'port')}")
+    entry: dict[str, Any] = {"engine": "remote", "url": url}
+    model = served_name(p) if p.engine == "vllm" else (p.model if p.remote else p.alias)
     if model:
         entry["model"] = Note(model, "the name its server answers to")
-    if p.api_key_env:
-        entry["api_key_env"] = Note(p.api_key_env, said(p, "api_key_env"))
-    if p.description:
-        entry["description"] = p.description
+    for key, blank in (("api_key_env", None), ("health", None), ("verify", True), ("embeddings", False),
+                       ("max_concurrent", None), ("description", "")):
+        value = getattr(p, key)
+        if value != blank and (p.remote or key not in ("health", "verify")):
+            entry[key] = Note(value, said(p, key)) if key != "description" else value
     return Note(entry, f"{p.engine} profile at {where(p, '')}")
 
 

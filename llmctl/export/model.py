@@ -102,12 +102,13 @@ def _local(profile: Profile, paths: Paths) -> Path | None:
 
 def _inside(found: Path, host: Path, inside_dir: str) -> tuple[str, str]:
     """(path inside, directory to mount) for a model found at ``found`` whose store entry is
-    ``host``: a file of the entry keeps its place in it; a linked import's target is mounted
-    from its own directory."""
+    ``host``: a file of the entry keeps its place in it; a linked import's target (a link in the
+    entry would point nowhere inside) is mounted from its own directory."""
+    real = found.resolve()
     try:
-        rel = found.relative_to(host)
+        rel = real.relative_to(host.resolve())
     except ValueError:
-        return f"{inside_dir}/{found.name}", str(found.parent)
+        return f"{inside_dir}/{real.name}", str(real.parent)
     return (f"{inside_dir}/{rel.as_posix()}" if str(rel) != "." else inside_dir), str(host)
 
 

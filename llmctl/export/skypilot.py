@@ -14,7 +14,7 @@ from typing import Any
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from .command import Server, server
-from .common import ExportFile, Options, gpu_count, header, said, seconds, selected, where
+from .common import ExportFile, Options, gpu_count, header, said, seconds, servers, where
 from .images import image_for
 from .model import MODEL_MARK
 from .yamlout import Note, dump
@@ -25,11 +25,9 @@ AMD = ("MI300X",)
 
 
 def render(config: Config, names: list[str] | None, opts: Options, paths: Paths) -> list[ExportFile]:
-    out = []
-    for p in selected(config, names):
-        srv = server(p, paths)
-        out.append(ExportFile(f"{p.name}.sky.yaml", dump(task(srv, opts), header("skypilot", config))))
-    return out
+    head = header("skypilot", config, names=names)
+    return [ExportFile(f"{p.name}.sky.yaml", dump(task(server(p, paths), opts), head))
+            for p in servers(config, names)]
 
 
 def task(srv: Server, opts: Options) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
-from .common import ExportFile, Options, header, said, seconds, selected
+from .common import ExportFile, Options, header, said, seconds, servers
 
 MARGIN = 60  #: seconds granted beyond the profile's own timeouts (the CLI's start, the stop sequence)
 
@@ -40,7 +40,8 @@ def unit_name(profile: Profile) -> str:
 
 def render(config: Config, names: list[str] | None, opts: Options, paths: Paths) -> list[ExportFile]:
     files = [str(Path(f).resolve()) for f in config.files]
-    return [ExportFile(unit_name(p), unit(p, config, files, opts)) for p in selected(config, names)]
+    head = [f"# {h}".rstrip() for h in header("systemd", config, names=names)]
+    return [ExportFile(unit_name(p), unit(p, head, files, opts)) for p in servers(config, names)]
 
 
 def word(text: str, *, exec_line: bool = True) -> str:
@@ -54,12 +55,11 @@ def word(text: str, *, exec_line: bool = True) -> str:
     return text
 
 
-def unit(p: Profile, config: Config, files: list[str], opts: Options) -> str:
+def unit(p: Profile, head: list[str], files: list[str], opts: Options) -> str:
     llmctl = [*opts.llmctl_argv, *[w for f in files for w in ("-f", f)]]
     start = " ".join(word(w) for w in [*llmctl, "up", p.name])
     stop = " ".join(word(w) for w in [*llmctl, "down", p.name])
-    lines = [f"# {h}".rstrip() for h in header("systemd", config)]
-    lines += ["# The keeper stays in front: this unit runs `llmctl up` and `llmctl down`, and llmctl's keeper",
+    lines = head + ["# The keeper stays in front: this unit runs `llmctl up` and `llmctl down`, and llmctl's keeper",
               "# restarts the server by the profile's policy (see the README, \"When one machine is not enough\").",
               "", "[Unit]", f"Description=llmctl server {p.name}" + (f": {p.description}" if p.description else ""),
               "", "[Service]", "Type=oneshot", "RemainAfterExit=yes",
