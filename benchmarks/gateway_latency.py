@@ -1,6 +1,6 @@
-"""The gateway's added latency, and 32 concurrent streaming clients, measured in the same run.
+"""The gateway's added latency, and 64 concurrent streaming clients, measured in the same run.
 
-    python benchmarks/gateway_latency.py [--requests 1000] [--clients 32] [--max-tokens 16]
+    python benchmarks/gateway_latency.py [--requests 1000] [--clients 64] [--max-tokens 16]
 
 A real llama-server (SmolLM2-135M, CPU, 4 slots) is started through llmctl's Supervisor in a
 temporary LLMCTL_HOME, and `llmctl serve` runs as a separate process in front of it.
@@ -9,11 +9,14 @@ temporary LLMCTL_HOME, and `llmctl serve` runs as a separate process in front of
    through the gateway (the same proxy path as /v1/*: routing, the state owner's lease, the
    pooled upstream connection, the relayed answer). Both over one keep-alive connection,
    interleaved, after a warm-up. Added latency = gateway percentile - direct percentile.
-   Goal (issue 7): <= 2 ms at p50, <= 10 ms at p99.
+   Goal (issue 16): <= +1.0 ms at p50, <= +2.5 ms at p99.
 2. A real request: POST /v1/chat/completions with max_tokens 1, direct vs through the gateway
-   (task parameters merged in), interleaved.
+   (task parameters merged in), interleaved. Goal (issue 16): <= +2.5 ms at p50.
 3. N concurrent streaming clients through the gateway (a task with max_tokens), each checking
    it got 200, content pieces and the final [DONE]. Goal: zero errors.
+4. The token counts of a 256 x 4096 embeddings answer, as the gateway reads them
+   (llmctl.gateway.proxy.usage_from_body), against a json.loads of the whole body.
+The gateway's loop and HTTP parser (uvloop/asyncio, httptools/h11) are printed first.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def pct(values: list[float], p: float) -> float:
 def row(label: str, direct: list[float], via: list[float]) -> None:
     d50, d99, g50, g99 = pct(direct, 50), pct(direct, 99), pct(via, 50), pct(via, 99)
     print(f"  {label:<28} direct p50 {d50:7.2f} p99 {d99:7.2f} | gateway p50 {g50:7.2f} p99 {g99:7.2f} | "
-          f"added p50 {g50 - d50:+6.2f} ms, p99 {g99 - d99:+6.2f} ms")
+          f"added p50 {g50 - d50:+6.2f} ms, p99 {g99 - d99:+6.2f} ms (x{g50 / d50:.2f}, x{g99 / d99:.2f})")
 
 
 def interleaved(client, a: tuple, b: tuple, n: int) -> tuple[list[float], list[float]]:
@@ -107,16 +110,37 @@ async def stream_clients(url: str, n: int, max_tokens: int) -> tuple[int, list[s
     return pieces, errors, ttfb, time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--requests", type=int, default=1000, help="cheap-endpoint requests per side")
-    ap.add_argument("--chat", type=int, default=40, help="max_tokens=1 chat requests per side")
-    ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--max-tokens", type=int, default=16)
-    args = ap.parse_args()
+def usage_read(rows: int = 256, dim: int = 4096) -> None:
+    import random
 
-    import httpx
+    from llmctl.gateway.proxy import usage_from_body
 
+    rnd = random.Random(1)
+    data = [{"embedding": [rnd.uniform(-1, 1) for _ in range(dim)], "index": i, "object": "embedding"}
+            for i in range(rows)]
+    body = json.dumps({"data": data, "model": "m", "object": "list",
+                       "usage": {"prompt_tokens": rows, "total_tokens": rows}}).encode()
+    times = {}
+    for name, fn in (("json.loads", json.loads), ("usage_from_body", usage_from_body)):
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn(body)
+            runs.append((time.perf_counter() - t0) * 1000)
+        times[name] = min(runs)
+    print(f"4. usage of a {rows} x {dim} embeddings answer ({len(body) / 1e6:.1f} MB), best of 3, ms")
+    print(f"  whole parse (json.loads) {times['json.loads']:.1f} | the gateway's read (usage_from_body) "
+          f"{times['usage_from_body']:.3f} (x{times['usage_from_body'] / times['json.loads']:.5f})")
+
+
+def stack() -> str:
+    from importlib.util import find_spec
+
+    loop = "uvloop" if find_spec("uvloop") else "asyncio"
+    return f"{loop} + {'httptools' if find_spec('httptools') else 'h11'}"
+
+
+def start(args) -> tuple:
     from llmctl import Supervisor, load_profiles
 
     root = Path(tempfile.mkdtemp(prefix="llmctl-gw-bench-"))
@@ -134,40 +158,62 @@ tasks:
     gw = subprocess.Popen([sys.executable, "-m", "llmctl", "-f", str(f), "serve", "--port", str(gw_port),
                            "--max-concurrent", str(max(64, args.clients))],
                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return sup, gw, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{gw_port}"
+
+
+def latencies(args, direct: str, gateway: str) -> None:
+    import httpx
+
+    with httpx.Client(timeout=120) as client:
+        health = (("GET", direct + "/health", {}), ("GET", gateway + "/upstream/bench/health", {}))
+        interleaved(client, *health, 100)  # warm-up: connections, code paths
+        d, g = interleaved(client, *health, args.requests)
+        print(f"1. cheap endpoint, {args.requests} requests each, ms")
+        row("GET /health", d, g)
+        chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
+        pair = (("POST", direct + "/v1/chat/completions", {"json": dict(chat, model="x")}),
+                ("POST", gateway + "/v1/chat/completions", {"json": dict(chat, model="chat")}))
+        interleaved(client, *pair, 5)
+        d, g = interleaved(client, *pair, args.chat)
+        print(f"2. chat completion, max_tokens 1, {args.chat} requests each, ms")
+        row("POST /v1/chat/completions", d, g)
+
+
+def streams(args, gateway: str) -> None:
+    import httpx
+
+    pieces, errors, ttfb, wall = asyncio.run(stream_clients(gateway, args.clients, args.max_tokens))
+    print(f"3. {args.clients} concurrent streaming clients through the gateway (max_tokens {args.max_tokens})")
+    p50, worst = (statistics.median(ttfb), max(ttfb)) if ttfb else (float("nan"), float("nan"))
+    print(f"  errors {len(errors)}; {pieces} content pieces in {wall:.2f} s; first piece p50 "
+          f"{p50:.0f} ms, max {worst:.0f} ms")
+    for e in errors[:10]:
+        print("   ", e)
+    metrics = httpx.get(gateway + "/metrics").text
+    served = [ln for ln in metrics.splitlines() if ln.startswith("llmctl_gateway_requests_total")]
+    print("  gateway metrics:", "; ".join(served))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=1000, help="cheap-endpoint requests per side")
+    ap.add_argument("--chat", type=int, default=40, help="max_tokens=1 chat requests per side")
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    args = ap.parse_args()
+    sup, gw, direct, gateway = start(args)
     log: list[str] = []
     threading.Thread(target=lambda: log.extend(iter(gw.stderr.readline, "")), daemon=True).start()
-    direct, gateway = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{gw_port}"
     try:
         deadline = time.monotonic() + 60
         while not any(gateway in ln for ln in log):
             if gw.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the gateway did not start:\n" + "".join(log))
             time.sleep(0.05)
-        print(f"llama-server (SmolLM2-135M, CPU) at {direct}; llmctl serve at {gateway} (separate process); "
-              f"{os.cpu_count()} CPUs")
-        with httpx.Client(timeout=120) as client:
-            health = (("GET", direct + "/health", {}), ("GET", gateway + "/upstream/bench/health", {}))
-            interleaved(client, *health, 100)  # warm-up: connections, code paths
-            d, g = interleaved(client, *health, args.requests)
-            print(f"1. cheap endpoint, {args.requests} requests each, ms")
-            row("GET /health", d, g)
-            chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
-            pair = (("POST", direct + "/v1/chat/completions", {"json": dict(chat, model="x")}),
-                    ("POST", gateway + "/v1/chat/completions", {"json": dict(chat, model="chat")}))
-            interleaved(client, *pair, 5)
-            d, g = interleaved(client, *pair, args.chat)
-            print(f"2. chat completion, max_tokens 1, {args.chat} requests each, ms")
-            row("POST /v1/chat/completions", d, g)
-        pieces, errors, ttfb, wall = asyncio.run(stream_clients(gateway, args.clients, args.max_tokens))
-        print(f"3. {args.clients} concurrent streaming clients through the gateway (max_tokens {args.max_tokens})")
-        p50, worst = (statistics.median(ttfb), max(ttfb)) if ttfb else (float("nan"), float("nan"))
-        print(f"  errors {len(errors)}; {pieces} content pieces in {wall:.2f} s; first piece p50 "
-              f"{p50:.0f} ms, max {worst:.0f} ms")
-        for e in errors[:10]:
-            print("   ", e)
-        metrics = httpx.get(gateway + "/metrics").text
-        served = [ln for ln in metrics.splitlines() if ln.startswith("llmctl_gateway_requests_total")]
-        print("  gateway metrics:", "; ".join(served))
+        print(f"llama-server (SmolLM2-135M, CPU) at {direct}; llmctl serve at {gateway} (separate process, "
+              f"{stack()}); {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
+        latencies(args, direct, gateway)
+        streams(args, gateway)
     finally:
         gw.terminate()
         try:
@@ -175,6 +221,7 @@ tasks:
         except subprocess.TimeoutExpired:
             gw.kill()
         sup.stop(None)
+    usage_read()
 
 
 if __name__ == "__main__":
