@@ -182,8 +182,8 @@ CASES = [
     pytest.param(world(srv("a", estimate=201), gpus={"0": 100, "1": 100}), ASK_A, Reject("too-big"),
                  id="per GPU: more than all the GPUs hold is refused"),
     pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, running_since=NOW - 1, min_resident=3,
-                                                   rate=0.1), budget=150), ASK_A, Start((("b", "budget"),)),
-                 id="min_resident: a server asked for too rarely to be needed again within it is not kept"),
+                                                   rate=1 / 300), budget=150), ASK_A, Start((("b", "budget"),)),
+                 id="min_resident: a server asked for once lately is not kept (not in demand)"),
 ]
 
 

@@ -9,7 +9,7 @@ within a factor of :data:`COST_STEP`) fall back to least recently used, today's 
 victims are chosen greedily, any that turn out not to be needed are kept (:func:`prune`).
 
 **Minimum residency.** A server loaded less than ``min_resident`` seconds ago, and in demand
-(at its request rate, another request within ``min_resident`` is more likely than not), is not
+(asked for more than once lately: a single request is no reason to hold others back), is not
 stopped to make room: the request that needs the room waits (and is woken when the time is up). Meanwhile
 requests for that server are still admitted, even after a claim on it: each swap serves the
 batch of requests that gathered for it, and two models cannot evict each other on every request.
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 RATE_WINDOW = 300.0  #: seconds over which the request rate decays by a factor e
 DEFAULT_MIN_RESIDENT = 3.0  #: seconds a loaded server stays before it may be evicted (the default)
+IN_DEMAND = 1.5  #: requests within RATE_WINDOW (decayed) that make a server in demand
 COST_STEP = 2.0  #: costs within this factor of each other count as equal
 UNKNOWN_LOAD = 1.0  #: seconds assumed for a reload when no start was ever timed
 
@@ -56,10 +57,10 @@ def resident_until(srv: Server) -> float | None:
 
 
 def resident(srv: Server, now: float) -> bool:
-    """``srv`` is kept: loaded less than its ``min_resident`` ago, and in demand (at its recent
-    rate, another request within ``min_resident`` is more likely than not)."""
+    """``srv`` is kept: loaded less than its ``min_resident`` ago, and in demand (asked for
+    about :data:`IN_DEMAND` times or more lately, by its decayed rate)."""
     until = resident_until(srv)
-    return until is not None and now < until and srv.rate * srv.min_resident >= math.log(2)
+    return until is not None and now < until and srv.rate * RATE_WINDOW >= IN_DEMAND
 
 
 def default_load(servers: Iterable[Server]) -> float:
