@@ -209,3 +209,42 @@ def test_the_simulator_places_per_gpu_and_refuses_an_unknown_policy():
     assert simulate(trace, gpus, "scheduler").swaps == 0  # one on each GPU
     with pytest.raises(ValueError, match="one of groups, lru, scheduler"):
         simulate(trace, gpus, "fifo")
+
+
+# -- plan --together ----------------------------------------------------------------------------
+def test_together_lists_the_sets_per_gpu_and_what_each_request_evicts():
+    from llmctl.gateway.together import ALL, fit_sets, together
+
+    assert fit_sets({"a": 10, "b": 10, "c": 15}, 24) == [("a", "b"), ("c",)]
+    t = together({"a": 10, "b": 10, "c": 15, "d": 5}, {"0": 24, "1": 16})
+    assert t.sets["1"] == [("a", "d"), ("b", "d"), ("c",)]
+    assert t.loaded == {"b": ("0",), "c": ("1",), "d": ("0",)}  # c (15) took GPU 1 from a
+    assert t.evicts == {"a": ("c",), "b": (), "c": (), "d": ()}
+    one = together({"a": 10, "b": 10, "c": 15}, {ALL: 24})
+    assert one.loaded == {"c": (ALL,)} and one.evicts["a"] == ("c",)
+    assert together({"huge": 30}, {"0": 24}).evicts == {"huge": None}
+
+
+def test_plan_together_from_the_command_line(tmp_path, smollm2, ports):
+    """Real GGUF headers give the estimates; a per-GPU budget sized so two of the three fit on
+    GPU 0 and one on GPU 1."""
+    import json
+
+    from llmctl import load_profiles
+    from llmctl.gpu.estimate import estimate_profile
+
+    from .util import cli
+
+    f = tmp_path / "t.yaml"
+    gpu = "backend: cuda, gpu_layers: 99, ctx_size: 512"
+    f.write_text("profiles:\n" + "".join(f"  {n}: {{model: {smollm2}, port: {ports()}, {gpu}}}\n" for n in "abc"))
+    each = estimate_profile(load_profiles([str(f)]).profiles["a"]).total
+    f.write_text(f.read_text() + f"defaults: {{vram_budget: {{0: {int(each * 2.5)}, 1: {int(each * 1.5)}}}}}\n")
+    env = {"LLMCTL_PROFILES": str(f)}
+    r = cli("plan", "a", "b", "c", "--together", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)["together"]
+    assert t["sets"] == {"0": [["a", "b"], ["a", "c"], ["b", "c"]], "1": [["a"], ["b"], ["c"]]}
+    assert t["loaded"] == {"a": ["1"], "b": ["0"], "c": ["0"]} and t["evicts"] == {"a": [], "b": [], "c": []}
+    r = cli("plan", "a", "b", "c", "--together", env=env)
+    assert "fit together on GPU 0: a, b; a, c; b, c" in r.stdout and "a: loaded on 1" in r.stdout

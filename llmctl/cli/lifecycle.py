@@ -234,6 +234,9 @@ def _launcher_logs(paths, name: str, lines: int, follow: bool) -> None:
 def plan(names: NamesArg,
          vram_budget: Annotated[Optional[str], typer.Option(
              help="Compare with this budget (e.g. 22GiB) instead.")] = None,
+         together: Annotated[bool, typer.Option(
+             "--together", help="Also: which sets of them fit at once on each GPU, and what a request "
+             "for each would evict (the gateway's own policy).")] = False,
          json: JsonOpt = False) -> None:
     """Estimate the GPU memory the profiles need and whether it fits; starts nothing."""
     from ..gpu.budget import make_plan
@@ -245,8 +248,9 @@ def plan(names: NamesArg,
     for n in remote:
         out.note(f"{n}: a remote server; its memory is not this machine's (left out)")
     p = make_plan(config, [n for n in names if n not in remote], budget=vram_budget, hub=True)
+    t = _together(config, p, vram_budget) if together else None
     if json:
-        out.data(p.to_dict())
+        out.data({**p.to_dict(), **({"together": t.to_dict()} if t is not None else {})})
         return
 
     def part(e, n: int) -> str:
@@ -265,6 +269,37 @@ def plan(names: NamesArg,
         out.info(n)
     for n in p.notes:
         out.note(n)
+    if t is not None:
+        _show_together(out, t)
+
+
+def _together(config, p, vram_budget: str | None):
+    """``plan --together``: the estimates against the per-GPU budgets, the one budget, or each
+    GPU's free memory."""
+    from ..gateway.together import ALL, together
+    from ..gpu.placement import budget_by_gpu, budget_bytes
+
+    value = vram_budget or config.defaults.vram_budget
+    caps = budget_by_gpu(value) or ({ALL: budget_bytes(value) or 0} if value else {})
+    if not caps:
+        from ..gpu.probe import MIB, probe
+
+        caps = {str(g.index): g.free_mib * MIB for g in probe().gpus if g.free_mib is not None}
+    sizes = {e.profile: e.total for e in p.estimates if e.total}
+    return together(sizes, caps or {ALL: 0})
+
+
+def _show_together(out: Output, t) -> None:
+    for gpu, sets in t.sets.items():
+        where = "all GPUs (one budget)" if gpu == "all" else f"GPU {gpu}"
+        out.text(f"fit together on {where}: " + ("; ".join(", ".join(s) for s in sets) or "none"))
+    for name, victims in t.evicts.items():
+        if name in t.loaded:
+            out.text(f"{name}: loaded on {', '.join(t.loaded[name])} after asking for each in turn")
+        elif victims is None:
+            out.text(f"{name}: fits on no GPU")
+        else:
+            out.text(f"{name}: a request would evict {', '.join(victims) or 'nothing'}")
 
 
 COMMANDS = {fn.__name__: handle_errors(fn) for fn in (up, down, restart, status, logs, plan)}

@@ -145,7 +145,11 @@ class Defaults:
     """File-wide defaults."""
 
     sampling: Sampling = _f(help="sampling parameters every task starts from", factory=Sampling)
-    vram_budget: str | None = _f(None, "GPU memory llmctl may fill, e.g. 22GiB or 20000MiB (default: what is free)")
+    vram_budget: str | dict[str, str] | None = _f(
+        None, "GPU memory llmctl may fill, e.g. 22GiB or 20000MiB, or per GPU {0: 70GiB, 1: 22GiB} (default: what "
+        "is free)")
+    min_resident: float = _f(3.0, "gateway: seconds a loaded server stays before another request may evict it "
+                             "(its requests meanwhile are served together)", ge=0)
 
 
 @dataclass
@@ -214,6 +218,8 @@ class Profile(Located):
     max_concurrent: int | None = _f(None, "gateway: requests sent to this server at once; more get 429 "
                                     "(default: serve --max-concurrent)")
     group: str | None = _f(None, "gateway: the swap group (defined under `groups:`) this profile is in")
+    min_resident: float | None = _f(None, "gateway: seconds it stays once loaded before it may be evicted "
+                                    "(default: defaults.min_resident)", ge=0)
     description: str = _f("", "what this server is for")
     name: str = field(default="", metadata={"internal": True})
     source: str = field(default="", metadata={"internal": True})
