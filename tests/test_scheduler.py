@@ -248,3 +248,39 @@ def test_plan_together_from_the_command_line(tmp_path, smollm2, ports):
     assert t["loaded"] == {"a": ["1"], "b": ["0"], "c": ["0"]} and t["evicts"] == {"a": [], "b": [], "c": []}
     r = cli("plan", "a", "b", "c", "--together", env=env)
     assert "fit together on GPU 0: a, b; a, c; b, c" in r.stdout and "a: loaded on 1" in r.stdout
+
+
+# -- estimates that learn (llmctl.gpu.learned) ---------------------------------------------------
+def test_a_measured_vram_replaces_the_estimate_and_plan_shows_both(tmp_path, smollm2, ports):
+    """What status saw a running server take (given here as status hands it over: name, state,
+    MiB; the GPU tools that measure it are not on this machine) is used in place of the GGUF
+    estimate by plan, for that profile and model only."""
+    import json
+
+    from llmctl import load_profiles
+    from llmctl.gpu.learned import learn, lookup
+    from llmctl.paths import Paths
+
+    from .util import cli
+
+    f = tmp_path / "l.yaml"
+    f.write_text(f"profiles:\n  a: {{model: {smollm2}, port: {ports()}, backend: cuda, gpu_layers: 99, "
+                 f"ctx_size: 512}}\n  b: {{model: {smollm2}, port: {ports()}}}\n")
+    cfg, paths = load_profiles([str(f)]), Paths.from_env()
+    learn(paths, cfg.profiles, [("a", "starting", 500), ("b", "running", 500)])  # not running / CPU: nothing
+    assert lookup(paths, cfg.profiles["a"]) is None and lookup(paths, cfg.profiles["b"]) is None
+    learn(paths, cfg.profiles, [("a", "running", 220)])
+    learn(paths, cfg.profiles, [("a", "running", 200)])  # the largest seen is kept
+    assert lookup(paths, cfg.profiles["a"]) == 220 << 20
+    env = {"LLMCTL_PROFILES": str(f)}
+    r = cli("plan", "a", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    [e] = p["profiles"]
+    assert e["method"] == "measured" and e["total"] == 220 << 20 and p["need"] == 220 << 20
+    assert 0 < p["estimated"]["a"] < 220 << 20
+    r = cli("plan", "a", env=env)
+    assert "measured 220.0 MiB when it ran (estimate" in r.stdout + r.stderr
+    f.write_text(f.read_text().replace("ctx_size: 512", "ctx_size: 1024"))  # another context: estimated afresh
+    p = json.loads(cli("plan", "a", "--json", env=env).stdout)
+    assert p["profiles"][0]["method"] == "gguf" and p["estimated"] == {}

@@ -108,6 +108,7 @@ class Gateway:
     def _estimates(self) -> dict[str, int]:
         """Blocking (a worker thread): the GPU memory each profile is expected to take."""
         from ..gpu.estimate import estimate_profile, format_size
+        from ..gpu.learned import lookup
 
         gpu_total = self.gw.gpu_total
         if gpu_total is None and any(p.engine == "vllm" for p in self.config.profiles.values()):
@@ -118,6 +119,9 @@ class Gateway:
         out = {}
         for name, prof in self.config.profiles.items():
             est = estimate_profile(prof, self.paths, gpu_total=gpu_total)
+            seen = lookup(self.paths, prof) if prof.backend != "cpu" else None
+            if seen is not None:  # what it took when it last ran, in place of the estimate
+                est.total, est.method = seen, f"measured; estimate {format_size(est.total or 0)}"
             out[name] = est.total or 0
             if est.total is None:
                 log.warning("%s: GPU memory unknown (%s): the budget cannot account for it, so it is not "

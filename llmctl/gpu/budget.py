@@ -82,13 +82,14 @@ class Plan:
     left: int | None = None  #: free bytes left on all GPUs after the pinned profiles
     problems: list[str] = field(default_factory=list)  #: what does not fit, or cannot be checked
     fits: bool | None = None  #: True, False (refuse), None (cannot tell)
+    estimated: dict[str, int | None] = field(default_factory=dict)  #: the estimates replaced by measurements
 
     def to_dict(self) -> dict[str, Any]:
         return {"profiles": [e.to_dict() for e in self.estimates], "need": self.need,
                 "need_known": self.need_known, "unknown": self.unknown, "running": self.running,
                 "limit": self.limit, "limit_from": self.limit_from,
                 "per_gpu": [g.to_dict() for g in self.per_gpu], "fits": self.fits,
-                "problems": self.problems, "notes": self.notes}
+                "problems": self.problems, "notes": self.notes, "estimated": self.estimated}
 
     def need_text(self) -> str:
         if not self.unknown:
@@ -123,6 +124,24 @@ class Plan:
         lines.append(f"needed {self.need_text()} vs {self.limit_text()}")
         lines += self.problems
         return "\n".join(lines)
+
+
+def _use_measured(profiles: list[Profile], estimates: list[Estimate], paths: Paths) -> dict[str, int | None]:
+    """Put what each server was seen to take (gpu/learned.py) in place of its estimate; return
+    the estimates so replaced."""
+    from dataclasses import replace
+
+    from .learned import lookup
+
+    replaced: dict[str, int | None] = {}
+    for i, (p, e) in enumerate(zip(profiles, estimates)):
+        seen = lookup(paths, p) if p.backend != "cpu" else None
+        if seen is not None:
+            replaced[p.name] = e.total
+            est = "unknown" if e.total is None else format_size(e.total)
+            estimates[i] = replace(e, total=seen, method="measured",
+                                   notes=[*e.notes, f"measured {format_size(seen)} when it ran (estimate {est})"])
+    return replaced
 
 
 def _gpus_for(profile: Profile, gpus: list[Gpu]) -> Placement:
@@ -171,13 +190,14 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
         totals = [g.total_mib for g in (gpus or report.gpus) if g.total_mib]
         gpu_total = max(totals) * MIB if totals else None  # vLLM: util x the memory of its GPU
         estimates.append(estimate_profile(p, paths, gpu_total=gpu_total, hub=hub))
+    estimated = _use_measured(profiles, estimates, paths or Paths.from_env())
     unknown = [e.profile for e in estimates if e.total is None]
     need_known = sum(e.total for e in estimates if e.total is not None)
     notes = [f"{e.profile}: {n}" for e in estimates for n in e.notes]
     running_bytes = sum((running or {}).values())
     budget = budget or config.defaults.vram_budget
     plan = Plan(estimates, None if unknown else need_known, running_bytes, None, "unknown", notes,
-                need_known=need_known, unknown=unknown)
+                need_known=need_known, unknown=unknown, estimated=estimated)
     if budget:
         plan.limit, plan.limit_from = budget_bytes(budget) or 0, "vram_budget"
         if need_known + running_bytes > plan.limit:

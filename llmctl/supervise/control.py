@@ -149,6 +149,10 @@ class Supervisor(StartProtocol, StopProtocol):
         else:
             entries = [entry(self.config, self.paths, n) for n in names]
         add_gpu_usage(entries)
+        if any(e.vram_mib for e in entries):  # estimates that learn: gpu/learned.py
+            from ..gpu.learned import learn
+
+            learn(self.paths, self.config.profiles, [(e.name, e.state, e.vram_mib) for e in entries])
         return entries
 
 
