@@ -284,3 +284,33 @@ def test_a_measured_vram_replaces_the_estimate_and_plan_shows_both(tmp_path, smo
     f.write_text(f.read_text().replace("ctx_size: 512", "ctx_size: 1024"))  # another context: estimated afresh
     p = json.loads(cli("plan", "a", "--json", env=env).stdout)
     assert p["profiles"][0]["method"] == "gguf" and p["estimated"] == {}
+
+
+@pytest.mark.engine
+def test_up_places_unpinned_profiles_per_gpu_through_the_visible_device_variable(tmp_path, smollm2, ports,
+                                                                                llama_server):
+    """`up` under a per-GPU budget: each unpinned cuda profile is started with the GPU where it
+    fits best as CUDA_VISIBLE_DEVICES (the CPU build here ignores it and the GPU flags, so the
+    servers run all the same); a pinned one keeps its devices."""
+    from llmctl import load_profiles
+    from llmctl.engines.spec import LaunchSpec
+    from llmctl.gpu.estimate import estimate_profile
+    from llmctl.paths import Paths
+
+    from .util import cli
+
+    f = tmp_path / "u.yaml"
+    gpu = "backend: cuda, gpu_layers: 99, ctx_size: 512, threads: 1"
+    f.write_text("profiles:\n" + "".join(f"  {n}: {{model: {smollm2}, port: {ports()}, {gpu}}}\n" for n in "ab")
+                 + f"  pinned: {{model: {smollm2}, port: {ports()}, {gpu}, devices: ['1']}}\n")
+    each = estimate_profile(load_profiles([str(f)]).profiles["a"]).total
+    f.write_text(f.read_text() + f"defaults: {{vram_budget: {{0: {int(each * 1.5)}, 1: {int(each * 3.5)}}}}}\n")
+    env = {"LLMCTL_PROFILES": str(f)}
+    try:
+        r = cli("up", "a", "b", "pinned", env=env)
+        assert r.returncode == 0, r.stderr
+        paths = Paths.from_env()
+        seen = {n: LaunchSpec.read(paths.spec_file(n)).env.get("CUDA_VISIBLE_DEVICES") for n in ("a", "b", "pinned")}
+        assert seen == {"a": "0", "b": "1", "pinned": "1"}  # a fills GPU 0 best; b fits only on 1
+    finally:
+        assert cli("down", env=env).returncode == 0

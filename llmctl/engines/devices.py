@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..profiles.schema import Profile
+
 DEVICE_ENV = {
     "cuda": ("CUDA_VISIBLE_DEVICES",),
     "rocm": ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"),
@@ -18,3 +24,11 @@ def device_env(backend: str, devices: list[str]) -> dict[str, str]:
         return {}
     value = ",".join(devices)
     return {var: value for var in DEVICE_ENV.get(backend, ())}
+
+
+def placed_on(profile: Profile, devices: tuple[str, ...]) -> Profile:
+    """A copy of ``profile`` whose ``devices:`` are ``devices`` (where the gateway or `up`
+    placed an unpinned profile): its server then gets them as its visible devices."""
+    out = copy.copy(profile)
+    out.devices = list(devices)
+    return out

@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..engines.devices import placed_on
 from ..errors import SIGILL_FIX, IllegalInstruction, StartFailed, StartTimeout
 from ..paths import Paths
-from ..profiles.schema import Config, Profile
+from ..profiles.schema import Config
 
 
 @dataclass
@@ -39,16 +40,6 @@ class ServerControl(Protocol):
     def status(self, names: list[str]) -> list[Observed]:
         """What the supervisor says of each of ``names``."""
         ...
-
-
-def placed_on(profile: Profile, devices: tuple[str, ...]) -> Profile:
-    """A copy of ``profile`` whose ``devices:`` are ``devices`` (engines/devices.py turns them
-    into the backend's visible-device variable)."""
-    import copy
-
-    out = copy.copy(profile)
-    out.devices = list(devices)
-    return out
 
 
 class SupervisorControl:

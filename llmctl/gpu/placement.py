@@ -59,5 +59,20 @@ def place(need: int, free: Mapping[str, int], split: int = 1) -> tuple[str, ...]
     return (min(fits, key=lambda g: (free[g] - need, _order(g))),)
 
 
+def place_all(sizes: dict[str, int], caps: dict[str, int], used: dict[str, int]) -> dict[str, tuple[str, ...]]:
+    """Each of ``sizes`` (name -> bytes, in order) placed on ``caps`` less ``used`` (bytes per
+    GPU), one after another: on one GPU where it fits best, else split evenly over all; names
+    that fit nowhere are left out (the budget check then refuses them)."""
+    free = room(caps, used)
+    out = {}
+    for name, size in sizes.items():
+        where = place(size, free) or (place(size, free, split=len(free)) if len(free) > 1 else None)
+        if where:
+            out[name] = where
+            for g in where:
+                free[g] -= -(-size // len(where))
+    return out
+
+
 def _order(gpu: str) -> tuple[int, str]:
     return (int(gpu), "") if gpu.isdigit() else (1 << 30, gpu)

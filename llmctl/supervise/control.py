@@ -58,6 +58,8 @@ class Supervisor(StartProtocol, StopProtocol):
         self.paths.ensure()
         specs: list[LaunchSpec] = []
         errors: list[LlmctlError] = []
+        if not force:
+            profiles = self._placed(profiles)
         for p in profiles:
             try:
                 if not p.remote:
@@ -69,6 +71,34 @@ class Supervisor(StartProtocol, StopProtocol):
             self._check_vram(local)
         started = {r.name: r for r in self.launch(specs, progress=progress)} if specs else {}
         return [skipped.get(n) or started[n] for n in names]
+
+    def _placed(self, profiles: list[Profile]) -> list[Profile]:
+        """Under a per-GPU ``vram_budget`` map, each unpinned llama-server GPU profile on the GPU
+        where it fits best beside the live servers of known GPUs (gpu/placement.py)."""
+        from ..gpu.placement import budget_by_gpu
+
+        todo = [p for p in profiles if not (p.remote or p.devices or p.backend == "cpu" or p.engine == "vllm")]
+        try:
+            caps = budget_by_gpu(self.config.defaults.vram_budget) if todo else {}
+        except ValueError:
+            return profiles  # the budget check says what is wrong with it
+        if not caps:
+            return profiles
+        from ..engines.devices import placed_on
+        from ..gpu.estimate import estimate_profile
+        from ..gpu.placement import place_all
+
+        used: dict[str, int] = {}
+        for e in self.status(list(self.config.profiles)):
+            prof = self.config.profiles.get(e.name)
+            where = [str(g) for g in e.gpus or []] or (prof.devices if prof else [])
+            if e.state in LIVE and where and prof is not None and e.name not in {p.name for p in todo}:
+                size = (e.vram_mib or 0) << 20 or estimate_profile(prof, self.paths).total or 0
+                for g in where:
+                    used[g] = used.get(g, 0) + size // len(where)
+        sizes = {p.name: total for p in todo if (total := estimate_profile(p, self.paths).total)}
+        placed = place_all(sizes, caps, used)
+        return [placed_on(p, placed[p.name]) if p.name in placed else p for p in profiles]
 
     def _check_vram(self, names: list[str]) -> None:
         """Refuse, with the numbers, profiles that would not fit the GPU memory or vram_budget."""
