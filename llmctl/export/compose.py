@@ -16,7 +16,7 @@ from typing import Any
 
 from ..engines.launchers.docker import rocm_devices
 from ..paths import Paths
-from ..profiles.schema import Config, Profile
+from ..profiles.schema import CONTAINER_KEY, Config, Profile
 from .command import Server, server
 from .common import ExportFile, Options, gpu_count, header, said, seconds, servers, where
 from .images import image_for
@@ -101,7 +101,7 @@ def hardware(p: Profile) -> dict[str, Any]:
     if p.backend == "vulkan":
         return {"devices": Note(given or ["/dev/dri"], why)}
     if p.backend != "cuda":
-        return {"devices": Note(given, said(p, "docker"))} if given else {}
+        return {"devices": Note(given, said(p, CONTAINER_KEY))} if given else {}
     gpu: dict[str, Any] = {"driver": "nvidia", "capabilities": ["gpu"]}
     if p.devices:
         gpu["device_ids"] = Note(list(p.devices), said(p, "devices"))
@@ -127,7 +127,7 @@ def docker_options(p: Profile) -> dict[str, Any]:
                 out.setdefault(key, []).append(value)
         else:
             left.append(word)
-    notes = {k: Note(v, said(p, "docker")) for k, v in out.items()}
+    notes = {k: Note(v, said(p, CONTAINER_KEY)) for k, v in out.items()}
     if left:
         notes["x-llmctl-untranslated"] = Note(left, "docker.options with no Compose key: add them by hand")
     return notes

@@ -8,7 +8,7 @@ profile's own ``docker.image``, this table.
 
 from __future__ import annotations
 
-from ..profiles.schema import Profile
+from ..profiles.schema import CONTAINER_KEY, Profile
 from .common import Options, where
 from .yamlout import Note
 
@@ -33,8 +33,8 @@ def image_for(profile: Profile, opts: Options) -> Note:
         return Note(opts.images[profile.name], f"--image {profile.name}=...")
     if "" in opts.images:
         return Note(opts.images[""], "--image")
-    if profile.launcher == "docker" and profile.docker is not None:
-        return Note(profile.docker.image, f"docker.image ({where(profile, 'docker')})")
+    if profile.docker is not None:  # the profile names its own container image
+        return Note(profile.docker.image, f"{CONTAINER_KEY}.image ({where(profile, CONTAINER_KEY)})")
     table = LLAMA_IMAGES if profile.engine == "llama-server" else VLLM_IMAGES
     default = table["cpu" if profile.engine == "llama-server" else "cuda"]
     image = table.get(profile.backend, default)

@@ -18,6 +18,7 @@ NAME_MAX = 64  #: longest profile, task or group name
 Engine = Literal["llama-server", "vllm", "remote"]
 Backend = Literal["cpu", "cuda", "rocm", "vulkan", "metal"]
 Launcher = Literal["native", "docker"]
+CONTAINER_KEY = "docker"  #: the profile key holding a container launcher's settings (`docker:`)
 RestartPolicy = Literal["no", "on-failure", "always"]
 
 
