@@ -304,6 +304,16 @@ def test_fault_02_crash_loop_ends_failed_with_log_lines(tmp_path, ports):
     assert r.returncode == 3 and "crashing with code 9" in r.stderr
 
 
+def test_a_server_stopped_for_its_start_timeout_keeps_how_it_ended(tmp_path, ports):
+    """The stop that follows a start timeout waits on the server, and so reaps it: the status it
+    ended with (SIGKILL here: it ignores SIGTERM) must still reach the state, not be lost."""
+    port = ports()
+    env = fault_profiles(tmp_path, port, "--never-ready --ignore-term", start_timeout=1.5, stop_timeout=1)
+    assert cli("up", "srv", env=env).returncode == 9
+    st = status_of(env)
+    assert st["state"] == "failed" and st["exit_signal"] == signal.SIGKILL and st["exit_code"] is None
+
+
 def test_fault_03_never_healthy_term_then_kill(tmp_path, ports):
     """Fault 3: never healthy and deaf to SIGTERM -> start timeout, TERM then KILL, failed. The
     server logs the SIGTERM it ignored, then that it is still alive every 50 ms: the KILL came

@@ -156,6 +156,9 @@ class Keeper:
             return
         self.launcher.stop(self.spec)  # by its own means first (a container, by name); then the tree
         left = self.ops.stop(self.server, self.members, self.spec.stop_timeout)
+        status = getattr(self.ops, "stopped_codes", {}).get(self.server.pid)  # reaped by the stop
+        if status is not None:
+            self.machine.exit_code, self.machine.exit_signal = (None, -status) if status < 0 else (status, None)
         for pid, code, sig in self.ops.reap():
             if pid == self.server.pid:
                 self.machine.exit_code, self.machine.exit_signal = code, sig

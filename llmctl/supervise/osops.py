@@ -23,6 +23,8 @@ class OsOps:
 
     def __init__(self) -> None:
         self._wake_r = -1
+        #: exit status (code, or -signal) of our children that the last stop() waited for and so reaped
+        self.stopped_codes: dict[int, int] = {}
 
     def wake_on_signals(self) -> None:
         """Let a signal (SIGTERM from `down`) cut a sleep short, so a stop starts at once."""
@@ -113,7 +115,8 @@ class OsOps:
             extra = psutil.Process().children(recursive=True)
         except psutil.Error:
             pass
-        survivors, _ = stop_tree(leader, members, timeout=timeout, extra=extra)
+        self.stopped_codes = {}
+        survivors, _ = stop_tree(leader, members, timeout=timeout, extra=extra, codes=self.stopped_codes)
         return [i for i in (ProcId.of(p.pid) for p in survivors) if i is not None]
 
     def descendants(self, leader: ProcId) -> list[ProcId]:

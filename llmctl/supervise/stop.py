@@ -75,22 +75,29 @@ def _signal_all(procs: list[psutil.Process], sig: int, group: int | None) -> Non
 
 
 def stop_tree(leader: ProcId | None, members: Sequence[ProcId] = (), *, timeout: float = 10.0,
-              stop_signal: int = signal.SIGTERM,
-              extra: Sequence[psutil.Process] = ()) -> tuple[list[psutil.Process], bool]:
+              stop_signal: int = signal.SIGTERM, extra: Sequence[psutil.Process] = (),
+              codes: dict[int, int] | None = None) -> tuple[list[psutil.Process], bool]:
     """Stop everything of the server. Return (survivors, killed) where ``killed`` says SIGKILL
-    was needed. The process group is signalled only while its leader is the identified server."""
+    was needed. The process group is signalled only while its leader is the identified server.
+    ``codes`` gets the exit status of our own children that ended (waiting on them reaps them, so
+    this is the only place their status is known): pid -> code, or -signal."""
     procs = tree(leader, members, extra)
     if not procs:
         return [], False
     group = leader.pid if leader is not None and leader.alive() else None
     _signal_all(procs, stop_signal, group)
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    gone, alive = psutil.wait_procs(procs, timeout=timeout)
     alive += [p for p in tree(leader, members) if p not in procs]  # forked while stopping
     killed = False
     if alive:
         killed = True
         _signal_all(alive, signal.SIGKILL, group if group and leader is not None and leader.alive() else None)
-        _, alive = psutil.wait_procs(alive, timeout=5)
+        more, alive = psutil.wait_procs(alive, timeout=5)
+        gone += more
+    for p in gone if codes is not None else ():
+        rc = getattr(p, "returncode", None)  # set by wait_procs on the children it reaped
+        if rc is not None and codes is not None:
+            codes[p.pid] = int(rc)
     deadline = time.monotonic() + 2
     while alive and time.monotonic() < deadline:
         alive = [p for p in alive if _live(p)]
