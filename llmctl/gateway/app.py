@@ -39,7 +39,7 @@ from ..profiles.schema import Config, Profile
 from .config import GatewayConfig
 from .control import ServerControl, SupervisorControl
 from .errors import BadRequest, Busy, Forbidden, GatewayHTTPError, NotRunning, Unauthorized, Unavailable, UpstreamFailed
-from .guard import Guard, error_response as _error_response
+from .guard import Guard, error_response as _error_response, json_body
 from .messages import MESSAGES, MessagesAPI
 from .metrics import Metrics
 from .ollama_api import ollama_routes
@@ -246,12 +246,7 @@ class Gateway:
 
     # -- endpoints ------------------------------------------------------------------------
     async def openai(self, request: Request, endpoint: str) -> Response | ProxyStream:
-        try:
-            body = json.loads(await request.body())
-        except RecursionError:
-            raise BadRequest("the request body is nested too deeply") from None
-        except ValueError as exc:  # UnicodeDecodeError included
-            raise BadRequest(f"the request body is not JSON ({exc})") from None
+        body = await json_body(request)
         body = check_body(endpoint, body)
         target = self.router.resolve(body.get("model"))
 

@@ -4,12 +4,28 @@ that says it is JSON. The reasons are in :mod:`llmctl.gateway.security`."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .errors import Forbidden, GatewayHTTPError, PayloadTooLarge, UnsupportedMediaType
+from .errors import BadRequest, Forbidden, GatewayHTTPError, PayloadTooLarge, UnsupportedMediaType
 from .security import host_allowed, is_json_type
 
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+async def json_body(request: Request) -> Any:
+    """A request's JSON body, or BadRequest (400) saying why it is not one: not UTF-8, not JSON,
+    cut off, or nested too deeply (which would otherwise be a 500)."""
+    import json
+
+    try:
+        return json.loads(await request.body())
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply") from None
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise BadRequest(f"the request body is not JSON ({exc})") from None
 
 
 def error_response(exc: GatewayHTTPError) -> JSONResponse:

@@ -25,6 +25,7 @@ from . import anthropic as api
 from .anthropic import COUNT_TOKENS, MESSAGES
 from .anthropic_stream import ChatStream
 from .errors import BadRequest, GatewayHTTPError
+from .guard import json_body
 from .proxy import ProxyStream, Shape
 from .routing import CHAT, Target, prepare_body
 
@@ -44,12 +45,7 @@ def error_response(exc: GatewayHTTPError) -> Response:
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body())
-    except RecursionError:
-        raise BadRequest("the request body is nested too deeply") from None
-    except ValueError as exc:  # UnicodeDecodeError included
-        raise BadRequest(f"the request body is not JSON ({exc})") from None
+    body = await json_body(request)
     try:
         return api.check(body)
     except ValueError as exc:

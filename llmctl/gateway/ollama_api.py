@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from ..profiles.schema import Profile
 from .errors import BadRequest, GatewayHTTPError, UnknownModel, UpstreamFailed
-from .guard import error_response as openai_error
+from .guard import error_response as openai_error, json_body
 from .ollama import (
     JSON,
     NDJSON,
@@ -99,12 +99,7 @@ class OllamaApi:
 
     # -- reading a request ----------------------------------------------------------------
     async def _json(self, request: Request) -> JSON:
-        try:
-            body = json.loads(await request.body())
-        except RecursionError:
-            raise BadRequest("the request body is nested too deeply") from None
-        except ValueError as exc:  # UnicodeDecodeError included
-            raise BadRequest(f"the request body is not JSON ({exc})") from None
+        body = await json_body(request)
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object")
         return body
