@@ -277,14 +277,15 @@ def _together(config, p, vram_budget: str | None):
     """``plan --together``: the estimates against the per-GPU budgets, the one budget, or each
     GPU's free memory."""
     from ..gateway.together import ALL, together
-    from ..gpu.placement import budget_by_gpu, budget_bytes
+    from ..gpu.placement import budget_by_gpu, budget_bytes, is_free
 
     value = vram_budget or config.defaults.vram_budget
-    caps = budget_by_gpu(value) or ({ALL: budget_bytes(value) or 0} if value else {})
-    if not caps:
-        from ..gpu.probe import MIB, probe
+    if not value or is_free(value):  # each GPU's free memory, with what llmctl's servers hold there
+        from ..supervise.control import Supervisor
 
-        caps = {str(g.index): g.free_mib * MIB for g in probe().gpus if g.free_mib is not None}
+        caps = Supervisor(config).gpu_capacity()
+    else:
+        caps = budget_by_gpu(value) or {ALL: budget_bytes(value) or 0}
     sizes = {e.profile: e.total for e in p.estimates if e.total}
     return together(sizes, caps or {ALL: 0})
 

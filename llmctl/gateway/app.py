@@ -67,8 +67,15 @@ def resolve_budget(config: Config, gw: GatewayConfig) -> int | None:
     if gw.vram_budget is not None:
         return gw.vram_budget
     if config.defaults.vram_budget:
-        from ..gpu.placement import budget_bytes
+        from ..gpu.placement import budget_bytes, is_free
 
+        if is_free(config.defaults.vram_budget):  # the GPUs' free memory now, with what ours hold
+            from ..supervise.control import Supervisor
+
+            caps = Supervisor(config).gpu_capacity()
+            if not caps:
+                log.warning("vram_budget: free, but no GPU tool (nvidia-smi, rocm-smi) answered: no budget")
+            return sum(caps.values()) or None
         try:
             return budget_bytes(config.defaults.vram_budget)
         except ValueError as exc:

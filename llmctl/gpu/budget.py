@@ -37,7 +37,7 @@ from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from ..units import format_size
 from .estimate import Estimate, estimate_profile
-from .placement import BudgetValue, budget_bytes
+from .placement import BudgetValue, budget_bytes, is_free
 
 if TYPE_CHECKING:
     from .probe import Gpu, GpuReport
@@ -198,7 +198,7 @@ def make_plan(config: Config, names: list[str], *, paths: Paths | None = None, b
     budget = budget or config.defaults.vram_budget
     plan = Plan(estimates, None if unknown else need_known, running_bytes, None, "unknown", notes,
                 need_known=need_known, unknown=unknown, estimated=estimated)
-    if budget:
+    if budget and not is_free(budget):  # `free`: the GPUs' free memory, as with no budget
         plan.limit, plan.limit_from = budget_bytes(budget) or 0, "vram_budget"
         if need_known + running_bytes > plan.limit:
             plan.fits = False  # already over without the unknown ones

@@ -14,6 +14,13 @@ from collections.abc import Mapping
 from ..units import parse_size
 
 BudgetValue = str | dict[str, str] | None  #: what ``defaults.vram_budget`` holds
+FREE = "free"  #: ``vram_budget: free``: each GPU's free memory when llmctl looks (supervise.control.gpu_capacity)
+
+
+def is_free(value: BudgetValue) -> bool:
+    """``vram_budget: free``: no number; each GPU's capacity is what is free on it when the gateway
+    starts (or `up` places a profile), plus what llmctl's own servers already hold there."""
+    return isinstance(value, str) and value.strip().lower() == FREE
 
 
 def budget_by_gpu(value: BudgetValue) -> dict[str, int]:
@@ -31,8 +38,9 @@ def budget_by_gpu(value: BudgetValue) -> dict[str, int]:
 
 
 def budget_bytes(value: BudgetValue) -> int | None:
-    """The budget for all GPUs together (a map's sum); None: no budget. Raises ValueError."""
-    if not value:
+    """The budget for all GPUs together (a map's sum); None: no budget, or ``free`` (measured, not
+    written). Raises ValueError."""
+    if not value or is_free(value):
         return None
     if isinstance(value, dict):
         return sum(budget_by_gpu(value).values())

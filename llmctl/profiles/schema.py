@@ -147,8 +147,8 @@ class Defaults:
 
     sampling: Sampling = _f(help="sampling parameters every task starts from", factory=Sampling)
     vram_budget: str | dict[str, str] | None = _f(
-        None, "GPU memory llmctl may fill, e.g. 22GiB or 20000MiB, or per GPU {0: 70GiB, 1: 22GiB} (default: what "
-        "is free)")
+        None, "GPU memory llmctl may fill, e.g. 22GiB or 20000MiB, or per GPU {0: 70GiB, 1: 22GiB}, or `free`: each "
+        "GPU's free memory when the gateway starts, per GPU (default: none; `up` checks against what is free)")
     min_resident: float = _f(3.0, "gateway: seconds a loaded server stays before another request may evict it "
                              "(its requests meanwhile are served together)", ge=0)
 

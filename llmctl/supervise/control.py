@@ -75,11 +75,12 @@ class Supervisor(StartProtocol, StopProtocol):
     def _placed(self, profiles: list[Profile]) -> list[Profile]:
         """Under a per-GPU ``vram_budget`` map, each unpinned llama-server GPU profile on the GPU
         where it fits best beside the live servers of known GPUs (gpu/placement.py)."""
-        from ..gpu.placement import budget_by_gpu
+        from ..gpu.placement import budget_by_gpu, is_free
 
         todo = [p for p in profiles if not (p.remote or p.devices or p.backend == "cpu" or p.engine == "vllm")]
         try:
-            caps = budget_by_gpu(self.config.defaults.vram_budget) if todo else {}
+            value = self.config.defaults.vram_budget
+            caps = (self.gpu_capacity() if is_free(value) else budget_by_gpu(value)) if todo else {}
         except ValueError:
             return profiles  # the budget check says what is wrong with it
         if not caps:
@@ -99,6 +100,25 @@ class Supervisor(StartProtocol, StopProtocol):
         sizes = {p.name: total for p in todo if (total := estimate_profile(p, self.paths).total)}
         placed = place_all(sizes, caps, used)
         return [placed_on(p, placed[p.name]) if p.name in placed else p for p in profiles]
+
+    def gpu_capacity(self) -> dict[str, int]:
+        """GPU index -> bytes llmctl may fill there (``vram_budget: free``): what the GPU tools say
+        is free now, plus what llmctl's own live servers hold there (the placement counts those as
+        live servers, so they must not also count as taken). {} when no GPU tool answers."""
+        from ..gpu.probe import MIB, probe
+        from .status import server_pids
+
+        report = probe()
+        ours: set[int] = set()
+        for n in self.config.profiles:
+            e = entry(self.config, self.paths, n)
+            if e.pid and e.state in LIVE:
+                ours |= server_pids(e)
+        held: dict[int, int] = {}
+        for proc in report.processes:
+            if proc.pid in ours and proc.gpu is not None:
+                held[proc.gpu] = held.get(proc.gpu, 0) + (proc.used_mib or 0)
+        return {str(g.index): (g.free_mib + held.get(g.index, 0)) * MIB for g in report.gpus if g.free_mib is not None}
 
     def _check_vram(self, names: list[str]) -> None:
         """Refuse, with the numbers, profiles that would not fit the GPU memory or vram_budget."""

@@ -1,0 +1,80 @@
+"""``vram_budget: free``: each GPU's capacity is what is free on it when llmctl looks, plus what
+llmctl's own servers hold there. No GPU here: a stand-in nvidia-smi answers from files the test
+writes (the GPU lines in the committed H200 capture's format), while the servers are real
+llama-servers (the CPU build ignores the GPU flags and the visible-device variable)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from .util import cli
+
+MIB = 2**20
+UUIDS = ("GPU-0f9a1c2e-0000-4000-8000-000000000000", "GPU-7b3d5e61-0000-4000-8000-000000000001")
+
+
+def stand_in_smi(bindir: Path, free_mib: tuple[int, ...], apps: list[tuple[int, int, int]] = ()) -> None:
+    """An nvidia-smi answering the two queries llmctl makes: GPUs (index, uuid, name, total, used,
+    free, driver) and compute apps (pid, GPU uuid, MiB)."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    gpus = "\n".join(f"{i}, {UUIDS[i]}, NVIDIA H200, 143771, {143771 - f}, {f}, 580.159.04"
+                     for i, f in enumerate(free_mib))
+    procs = "\n".join(f"{pid}, {UUIDS[gpu]}, {mib}" for pid, gpu, mib in apps) or ":"
+    smi = bindir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\ncase \"$1\" in\n"
+                   f"  --query-gpu=*) cat <<'EOF'\n{gpus}\nEOF\n;;\n"
+                   f"  --query-compute-apps=*) cat <<'EOF'\n{procs}\nEOF\n;;\n"
+                   "esac\n")
+    smi.chmod(0o755)
+
+
+def test_free_is_a_budget_word_and_no_number():
+    from llmctl.gpu.placement import budget_by_gpu, budget_bytes, is_free
+
+    assert is_free("free") and is_free(" Free ") and not is_free("20GiB") and not is_free({"0": "1GiB"})
+    assert budget_bytes("free") is None and budget_by_gpu("free") == {}
+
+
+@pytest.mark.engine
+def test_free_places_by_each_gpus_free_memory_and_counts_our_servers_as_room(tmp_path, smollm2, ports,
+                                                                               llama_server, monkeypatch):
+    """`up` under ``vram_budget: free`` puts each unpinned cuda profile on the GPU whose free
+    memory fits it best (the stand-in says GPU 0 has room for one, GPU 1 for three); then the
+    capacity counts the memory a running server of ours holds as room, not as taken."""
+    from llmctl import load_profiles
+    from llmctl.engines.spec import LaunchSpec
+    from llmctl.gpu.estimate import estimate_profile
+    from llmctl.paths import Paths
+    from llmctl.supervise.control import Supervisor
+
+    f = tmp_path / "u.yaml"
+    gpu = "backend: cuda, gpu_layers: 99, ctx_size: 512, threads: 1"
+    f.write_text("profiles:\n" + "".join(f"  {n}: {{model: {smollm2}, port: {ports()}, {gpu}}}\n" for n in "ab")
+                 + "defaults: {vram_budget: free}\n")
+    each = estimate_profile(load_profiles([str(f)]).profiles["a"]).total
+    assert each
+    bindir = tmp_path / "bin"
+    free = (int(each * 1.5) // MIB, int(each * 3.5) // MIB)
+    stand_in_smi(bindir, free)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    env = {"LLMCTL_PROFILES": str(f)}
+    try:
+        r = cli("plan", "a", "b", "--json", env=env)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["limit_from"].startswith("free memory")  # free: no written number
+        r = cli("up", "a", "b", env=env)
+        assert r.returncode == 0, r.stderr
+        paths = Paths.from_env()
+        seen = {n: LaunchSpec.read(paths.spec_file(n)).env.get("CUDA_VISIBLE_DEVICES") for n in "ab"}
+        assert seen == {"a": "0", "b": "1"}  # a fills GPU 0 best; b no longer fits there
+        pid = json.loads(cli("status", "a", "--json", env=env).stdout)[0]["pid"]
+        stand_in_smi(bindir, (free[0] - 300, free[1]), [(pid, 0, 300), (1, 1, 5000)])  # pid 1: not ours
+        config = load_profiles([str(f)])
+        caps = Supervisor(config, paths).gpu_capacity()
+        assert caps == {"0": free[0] * MIB, "1": free[1] * MIB}
+    finally:
+        assert cli("down", env=env).returncode == 0
