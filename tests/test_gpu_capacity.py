@@ -78,3 +78,57 @@ def test_free_places_by_each_gpus_free_memory_and_counts_our_servers_as_room(tmp
         assert caps == {"0": free[0] * MIB, "1": free[1] * MIB}
     finally:
         assert cli("down", env=env).returncode == 0
+
+
+def smi_finding_port(bindir: Path, port: int, mib: int) -> None:
+    """A stand-in nvidia-smi that reports every process listening on ``port`` (by its command
+    line) as holding ``mib`` MiB of GPU 0."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    smi = bindir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\ncase \"$1\" in\n"
+                   f"  --query-gpu=*) echo '0, {UUIDS[0]}, NVIDIA H200, 143771, 1000, 142771, 580.159.04';;\n"
+                   "  --query-compute-apps=*)\n"
+                   "    for d in /proc/[0-9]*; do\n"
+                   f"      if tr '\\000' ' ' < $d/cmdline 2>/dev/null | grep -q -- '--port {port} '; then\n"
+                   f"        echo \"${{d#/proc/}}, {UUIDS[0]}, {mib}\"; fi\n"
+                   "    done;;\n"
+                   "esac\n")
+    smi.chmod(0o755)
+
+
+@pytest.mark.engine
+def test_the_gateway_learns_a_servers_vram_once_it_is_healthy(tmp_path, smollm2, ports, llama_server, monkeypatch):
+    """Estimates that learn, in the gateway: after it starts a server on demand it reads the
+    server's GPU memory (the stand-in nvidia-smi says 777 MiB for the process on its port), keeps
+    it in learned-vram.json, and the budget counts that figure from then on, not the GGUF
+    estimate (which `plan` shows beside it)."""
+    import httpx
+
+    from llmctl import load_profiles
+    from llmctl.gateway import GatewayConfig, start_in_thread
+    from llmctl.paths import Paths
+
+    port = ports()
+    f = tmp_path / "g.yaml"
+    f.write_text(f"profiles:\n  a: {{model: {smollm2}, port: {port}, backend: cuda, gpu_layers: 99, ctx_size: 512, "
+                 f"threads: 1}}\ndefaults: {{vram_budget: {{0: 10GiB}}}}\n")
+    bindir = tmp_path / "bin"
+    smi_finding_port(bindir, port, 777)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    config = load_profiles([str(f)])
+    gw = start_in_thread(config, GatewayConfig(port=0, refresh_interval=0), paths=Paths.from_env())
+    try:
+        r = httpx.post(gw.url + "/v1/completions", json={"model": "a", "prompt": "Hi", "max_tokens": 2}, timeout=120)
+        assert r.status_code == 200, r.text
+        learned = Path(os.environ["LLMCTL_HOME"]) / "learned-vram.json"
+        from .util import wait_for
+
+        wait_for(lambda: learned.exists(), 30, "learned-vram.json")
+        assert list(json.loads(learned.read_text()).values()) == [777 * MIB]
+        rec = gw.gateway.pool.records["a"]
+        wait_for(lambda: rec.estimate == 777 * MIB, 30, "the pool's figure for a")
+    finally:
+        gw.stop()
+        cli("down", env={"LLMCTL_PROFILES": str(f)})
+    p = json.loads(cli("plan", "a", "--json", env={"LLMCTL_PROFILES": str(f)}).stdout)
+    assert p["profiles"][0]["total"] == 777 * MIB and p["estimated"]["a"] not in (None, 777 * MIB)

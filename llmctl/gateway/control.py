@@ -41,6 +41,11 @@ class ServerControl(Protocol):
         """What the supervisor says of each of ``names``."""
         ...
 
+    def measure(self, name: str) -> int | None:
+        """Bytes of GPU memory ``name``'s running server holds, as the GPU tools say now (and
+        kept as its learned figure, gpu/learned.py); None when unknown or on no GPU."""
+        ...
+
 
 class SupervisorControl:
     """:class:`ServerControl` through the :class:`~llmctl.Supervisor`."""
@@ -93,3 +98,10 @@ class SupervisorControl:
 
     def status(self, names: list[str]) -> list[Observed]:
         return [Observed(e.name, e.state, e.message or "") for e in self.supervisor.status(names)]
+
+    def measure(self, name: str) -> int | None:
+        prof = self.config.profiles.get(name)
+        if prof is None or prof.remote or prof.backend == "cpu":
+            return None
+        [e] = self.supervisor.status([name])  # reads nvidia-smi / rocm-smi and learns what it saw
+        return e.vram_mib << 20 if e.vram_mib and e.state == "running" else None

@@ -27,6 +27,7 @@ from typing import Any, Callable, TypeVar
 from ..errors import SIGILL_FIX, IllegalInstruction, LlmctlError
 from ..gpu.placement import budget_by_gpu
 from ..profiles.schema import Config
+from ..units import format_size
 from .config import GatewayConfig
 from .control import ServerControl
 from .errors import Busy, GatewayHTTPError, NotRunning, Unavailable
@@ -217,6 +218,8 @@ class Pool:
             self._set(rec, S.RUNNING)
             self.metrics.start_result(rec.name, True, time.monotonic() - t0)
             log.info("%s: running (%s in %.1f s)", rec.name, outcome, time.monotonic() - t0)
+            if self.budget is not None and hasattr(self.control, "measure"):
+                self._spawn(self._measure(rec))
         except asyncio.CancelledError:
             self._fail(rec, attempt, "the gateway is shutting down")
             raise
@@ -226,6 +229,20 @@ class Pool:
             self.metrics.start_result(rec.name, False, time.monotonic() - t0)
             log.warning("%s", msg)
         finally:
+            self._changed()
+
+    async def _measure(self, rec: Record) -> None:
+        """Estimates that learn: the GPU memory the server was seen to take once healthy (kept by
+        control.measure in gpu/learned.py) replaces its estimate for the budget from now on."""
+        try:
+            size = await self._call(self.control.measure, rec.name)
+        except Exception as exc:  # noqa: BLE001 - a GPU tool that fails leaves the estimate as it was
+            log.info("%s: GPU memory not measured (%s)", rec.name, exc)
+            return
+        if size and rec.state is S.RUNNING and size != rec.estimate:
+            log.info("%s: takes %s of GPU memory (measured; expected %s)", rec.name, format_size(size),
+                     format_size(rec.estimate) if rec.estimate else "unknown")
+            rec.estimate = size
             self._changed()
 
     def _fail(self, rec: Record, attempt: int, reason: str) -> None:
