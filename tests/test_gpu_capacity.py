@@ -132,3 +132,26 @@ def test_the_gateway_learns_a_servers_vram_once_it_is_healthy(tmp_path, smollm2,
         cli("down", env={"LLMCTL_PROFILES": str(f)})
     p = json.loads(cli("plan", "a", "--json", env={"LLMCTL_PROFILES": str(f)}).stdout)
     assert p["profiles"][0]["total"] == 777 * MIB and p["estimated"]["a"] not in (None, 777 * MIB)
+
+
+def test_the_gateway_takes_each_gpus_free_memory_as_its_budget(tmp_path, monkeypatch):
+    """``vram_budget: free`` in `serve`: the pool's per-GPU budgets are each GPU's free memory at
+    start (the stand-in nvidia-smi says 1000 and 3000 MiB), the one budget their sum; a budget
+    map is taken as written, and a number stays one budget."""
+    from llmctl import load_profiles
+    from llmctl.gateway import GatewayConfig, start_in_thread
+    from llmctl.paths import Paths
+
+    bindir = tmp_path / "bin"
+    stand_in_smi(bindir, (1000, 3000))
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    f = tmp_path / "g.yaml"
+    for budget, gpus, total in (("free", {"0": 1000 * MIB, "1": 3000 * MIB}, 4000 * MIB),
+                                ("{0: 1GiB}", {"0": 1024 * MIB}, 1024 * MIB), ("2GiB", {}, 2048 * MIB)):
+        f.write_text(f"profiles:\n  a: {{model: /nonexistent.gguf, port: 1, backend: cuda}}\n"
+                     f"defaults: {{vram_budget: {budget}}}\n")
+        gw = start_in_thread(load_profiles([str(f)]), GatewayConfig(port=0, refresh_interval=0), paths=Paths.from_env())
+        try:
+            assert (gw.gateway.pool.gpus, gw.gateway.budget) == (gpus, total), budget
+        finally:
+            gw.stop()

@@ -99,6 +99,10 @@ class SupervisorControl:
     def status(self, names: list[str]) -> list[Observed]:
         return [Observed(e.name, e.state, e.message or "") for e in self.supervisor.status(names)]
 
+    def capacity(self) -> dict[str, int]:
+        """GPU id -> bytes llmctl may fill there under ``vram_budget: free``."""
+        return self.supervisor.gpu_capacity()
+
     def measure(self, name: str) -> int | None:
         prof = self.config.profiles.get(name)
         if prof is None or prof.remote or prof.backend == "cpu":

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from ..errors import SIGILL_FIX, IllegalInstruction, LlmctlError
-from ..gpu.placement import budget_by_gpu
+from ..gpu.placement import BudgetValue, budget_by_gpu, is_free
 from ..profiles.schema import Config
 from ..units import format_size
 from .config import GatewayConfig
@@ -51,7 +51,8 @@ class Pool:
         self.config, self.gw, self.control = config, gw, control
         self.budget = budget
         #: per-GPU budgets (``defaults.vram_budget`` as a map; serve --vram-budget is one number)
-        self.gpus = budget_by_gpu(config.defaults.vram_budget) if budget is not None and gw.vram_budget is None else {}
+        self.gpus = _per_gpu(config.defaults.vram_budget, control) if budget is not None and gw.vram_budget is None \
+            else {}
         self.metrics = metrics if metrics is not None else NO_METRICS
         self.on_stopped = on_stopped or (lambda name: None)
         groups = members((p.name, p.group) for p in config.profiles.values())
@@ -332,6 +333,15 @@ class Pool:
     def snapshot(self) -> list[dict[str, Any]]:
         now = time.monotonic()
         return [r.row(now) for r in self.records.values()]
+
+
+def _per_gpu(value: BudgetValue, control: ServerControl) -> dict[str, int]:
+    """GPU id -> bytes: a ``vram_budget`` map, or under ``free`` each GPU's free memory now (with
+    what llmctl's servers hold there: control.capacity); {} for one number."""
+    if is_free(value):
+        capacity = getattr(control, "capacity", None)
+        return capacity() if capacity is not None else {}
+    return budget_by_gpu(value)
 
 
 def _start_error(name: str, exc: Exception) -> str:
