@@ -76,13 +76,13 @@ class Gateway:
         t = time.monotonic()
         try:
             r = httpx.post(self.url + "/v1/completions", timeout=120,
-                           json={"model": model, "prompt": "Once upon a time", "max_tokens": 4})
-            status = r.status_code
+                           json={"model": model, "prompt": "Once upon a time", "max_tokens": 2, "temperature": 0})
+            status, error = r.status_code, "" if r.status_code == 200 else r.text[:300]
         except httpx.HTTPError as exc:
-            status = f"{type(exc).__name__}"
+            status, error = 0, f"{type(exc).__name__}: {exc}"
         with lock:
             rows.append({"sent_s": round(t - sent, 3), "model": model, "status": status,
-                         "seconds": round(time.monotonic() - t, 3), "vram_after": smi_apps()})
+                         "seconds": round(time.monotonic() - t, 3), "vram_after": smi_apps(), "error": error})
 
     def metrics(self) -> dict[str, float]:
         out = {}
@@ -180,6 +180,8 @@ def main() -> None:
     print("sent s  model  status  seconds  nvidia-smi after (pid, MiB)")
     for r in rows:
         print(f"{r['sent_s']:6.2f}  {r['model']:5}  {r['status']!s:6}  {r['seconds']:7.2f}  {r['vram_after']}")
+    for err in sorted({r["error"] for r in rows if r["error"]}):
+        print("error answer:", err)
     for k, v in sorted(summary["metrics"].items()):
         print(f"{k} {v:g}")
     (a.out / "trace.json").write_text(json.dumps(rows, indent=1))

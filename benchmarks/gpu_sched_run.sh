@@ -22,4 +22,5 @@ LD_LIBRARY_PATH=$B $B/llama-server --list-devices
 python3 $SRC/benchmarks/gpu_sched_run.py --binary $B/llama-server --model $PWD/$C/tiny.gguf --out "$OUT"
 nvidia-smi --query-gpu=index,uuid,name,memory.total,memory.used,memory.free,driver_version --format=csv,noheader,nounits > "$OUT/nvidia-smi-gpus.csv"
 cp $LLMCTL_HOME/learned-vram.json "$OUT/" 2>/dev/null
+(cd "$OUT" && tar -czf logs.tar.gz serve-*.log profiles.yaml -C $LLMCTL_HOME logs && rm -f serve-*.log profiles.yaml)
 echo "== leftovers"; ps aux | grep -E "llama-server|keeper|llmctl" | grep -v grep || echo "nothing left running"
