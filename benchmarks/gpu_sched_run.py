@@ -137,7 +137,7 @@ def main() -> None:
     print("== 1. learning: a budget far above need, one request to each", flush=True)
     f.write_text(profiles_yaml(a.binary, a.model, 100_000, 18400))
     plan = json.loads(llmctl("plan", "a", "b", "c", "--json", env=env).stdout)
-    estimate = {e["profile"]: e["total"] for e in plan["profiles"]}
+    estimate = {e["profile"]: plan["estimated"].get(e["profile"], e["total"]) for e in plan["profiles"]}  # GGUF
     gw = Gateway(env, 18480, a.out / "serve-learn.log")
     rows: list[dict] = []
     try:

@@ -15,6 +15,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 SRC=$PWD
 if [ -f $C/src.tar ]; then SRC=/tmp/src; mkdir -p $SRC && tar -xf $C/src.tar -C $SRC; fi
 export PYTHONPATH=/tmp/site:$SRC LLMCTL_HOME=/tmp/llmctl-sched PYTHONUNBUFFERED=1
+rm -rf $LLMCTL_HOME  # nothing learned before this run
 mkdir -p /tmp/eng && tar -xJf $C/vkbin.tar.xz -C /tmp/eng
 B=/tmp/eng/vkbin
 nproc; nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
