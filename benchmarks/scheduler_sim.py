@@ -116,15 +116,15 @@ def main() -> None:
         return
     files = a.traces or sorted(HERE.glob("*.json"))
     print(f"{'trace':20} {'machine':7} {'policy':10} {'swaps':>6} {'load s':>8} {'p50 s':>7} {'p95 s':>7}"
-          f" {'served':>7}   (c) vs (b): swaps, p95")
+          f" {'served':>7}   vs (b): swaps, p95")
     for f in files:
         trace = trace_from(json.loads(f.read_text()), f.stem)
         for machine, gpus in MACHINES.items():
             rows = {p: pooled(trace, gpus, p, a.seeds) for p in POLICIES}
-            for label, p in zip("abc", POLICIES):
+            for label, p in zip("abcd", POLICIES):
                 r = rows[p]
                 vs = ""
-                if p == "scheduler":
+                if p in ("scheduler", "oracle"):
                     vs = f"   {change(r.swaps, rows['lru'].swaps)}, {change(r.p(95), rows['lru'].p(95))}"
                 print(f"{trace.name:20} {machine:7} ({label}) {p:6} {r.swaps:6d} {r.load_time:8.0f} "
                       f"{r.p(50):7.2f} {r.p(95):7.2f} {len(r.waits):7d}{vs}")

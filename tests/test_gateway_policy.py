@@ -69,7 +69,7 @@ def b(state: GatewayState = RUNNING, **kw) -> Server:
 
 
 ASK_A = Request("a", ticket=5)
-HOT = {"min_resident": 3, "rate": 1}  #: kept 3 s once loaded; asked for once a second (in demand)
+HOT = {"min_resident": 3, "rate": 1, "urgency": 1}  #: kept 3 s once loaded; asked for once a second (in demand)
 
 CASES = [
     # -- admission ------------------------------------------------------------------------
@@ -135,15 +135,15 @@ CASES = [
     pytest.param(world(a(estimate=200), b(estimate=200), srv("c", RUNNING, estimate=100), groups=duo(), budget=300),
                  ASK_A, Start((("b", "swap"),)), id="budget: the swapped-out member's memory counts"),
     # -- judgement: reload cost, minimum residency, collation (llmctl.gateway.scheduler) -----
-    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, last_used=50, load_s=30, rate=0.1),
-                       srv("c", RUNNING, estimate=100, last_used=80, load_s=2, rate=0.05), budget=250), ASK_A,
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, last_used=50, load_s=30, urgency=0.1),
+                       srv("c", RUNNING, estimate=100, last_used=80, load_s=2, urgency=0.05), budget=250), ASK_A,
                  Start((("c", "budget"),)),
                  id="cost: the server cheaper to reload goes, though used more recently (LRU would stop b)"),
-    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, last_used=50, load_s=5, rate=0.1),
-                       srv("c", RUNNING, estimate=100, last_used=80, load_s=5, rate=0.1), budget=250), ASK_A,
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, last_used=50, load_s=5, urgency=0.1),
+                       srv("c", RUNNING, estimate=100, last_used=80, load_s=5, urgency=0.1), budget=250), ASK_A,
                  Start((("b", "budget"),)), id="cost: equal costs fall back to least recently used"),
-    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=50, load_s=1, rate=0.01),
-                       srv("c", RUNNING, estimate=200, load_s=9, rate=0.1), budget=250), ASK_A,
+    pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=50, load_s=1, urgency=0.01),
+                       srv("c", RUNNING, estimate=200, load_s=9, urgency=0.1), budget=250), ASK_A,
                  Start((("c", "budget"),)), id="cost: a cheap victim that turns out not to be needed is kept"),
     pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, running_since=NOW - 1,
                                                    **HOT), budget=150), ASK_A, Wait(claim=("b",)),
@@ -153,7 +153,7 @@ CASES = [
                  id="min_resident: once it has stayed its time it may go"),
     pytest.param(world(srv("a", estimate=100), srv("b", RUNNING, estimate=100, running_since=NOW - 1, **HOT,
                                                    last_used=10),
-                       srv("c", RUNNING, estimate=100, last_used=90, load_s=9, rate=1), budget=250), ASK_A,
+                       srv("c", RUNNING, estimate=100, last_used=90, load_s=9, urgency=1), budget=250), ASK_A,
                  Start((("c", "budget"),)), id="min_resident: a server past it goes before one still inside it"),
     pytest.param(world(a(), b(running_since=NOW - 1, **HOT), groups=duo()), ASK_A, Wait(claim=("b",)),
                  id="min_resident: holds for an exclusive group's swap too"),
@@ -169,11 +169,11 @@ CASES = [
     pytest.param(world(srv("a", estimate=100, devices=("1",), pinned=True), on("1", "b", estimate=100),
                        gpus={"0": 300, "1": 150}), ASK_A, Start((("b", "budget"),), ("1",)),
                  id="per GPU: a pinned profile stays pinned, and stops what it must there"),
-    pytest.param(world(srv("a", estimate=100), on("0", "b", estimate=100, load_s=20, rate=0.5),
-                       on("1", "c", estimate=100, load_s=1, rate=0.1), gpus={"0": 100, "1": 100}), ASK_A,
+    pytest.param(world(srv("a", estimate=100), on("0", "b", estimate=100, load_s=20, urgency=0.5),
+                       on("1", "c", estimate=100, load_s=1, urgency=0.1), gpus={"0": 100, "1": 100}), ASK_A,
                  Start((("c", "budget"),), ("1",)), id="per GPU: on the GPU whose victim is cheapest to reload"),
     pytest.param(world(srv("a", estimate=100), on("0", "b", estimate=100, inflight=1),
-                       on("1", "c", estimate=100, load_s=30, rate=1), gpus={"0": 100, "1": 100}), ASK_A,
+                       on("1", "c", estimate=100, load_s=30, urgency=1), gpus={"0": 100, "1": 100}), ASK_A,
                  Start((("c", "budget"),), ("1",)), id="per GPU: never where it would wait for a busy server"),
     pytest.param(world(srv("a", estimate=150), gpus={"0": 100, "1": 100}), ASK_A, Start((), ("0", "1")),
                  id="per GPU: bigger than any one GPU: split evenly over them all"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..units import format_size
-from .scheduler import default_load, evictable, on_gpus, order_key, prune, resident, resident_until
+from .scheduler import ALL, default_load, evictable, fit_on, on_gpus, resident, resident_until
 from .states import HOLDS_MEMORY, GatewayState
 
 S = GatewayState
@@ -50,6 +50,8 @@ class Server:
     min_resident: float = 0.0  #: seconds it stays once loaded before it may be evicted
     devices: tuple[str, ...] = ()  #: the GPUs it is on (pinned, or where it was placed; (): unknown)
     pinned: bool = False  #: its profile names its ``devices:`` (never moved)
+    urgency: float = 0.0  #: how soon its next request is expected, per second (scheduler.Demand.urgency)
+    serve_s: float = 0.0  #: seconds a request to it takes (measured; 0: none yet)
 
 
 @dataclass(frozen=True)
@@ -168,9 +170,10 @@ def _blocked(srv: Server, now: float) -> str:
 def victims(world: World, name: str, ticket: int) -> tuple[tuple[str, StopWhy], ...] | None:
     """The servers to stop before ``name`` starts, each with why: the other live members of its
     exclusive group (swap), then, while the budget is exceeded, servers already stopping, then
-    idle ones (those past ``min_resident`` first, cheapest to reload first: scheduler.cost; least
-    recently used first among equals), then busy ones (budget); victims found not needed after
-    all are kept (scheduler.prune). None: it does not fit even alone."""
+    the set that makes room at the least reload cost (scheduler.cover: by each server's measured
+    start time and how soon it is expected to be asked for again; a busy one only where it is
+    worth waiting for), else, with nothing measured, idle ones least recently used first, then
+    busy ones (budget). None: it does not fit even alone."""
     placed = placement(world, name, ticket)
     return None if placed is None else placed[0]
 
@@ -194,18 +197,12 @@ def placement(world: World, name: str, ticket: int) -> tuple[tuple[tuple[str, St
         return tuple(out.items()), found[1]
     if world.budget is None or not srv.estimate:
         return tuple(out.items()), ()
-    if srv.estimate > world.budget:
+    rest = [s for s in live if s.name not in out]
+    fallback = default_load(live)
+    fit = fit_on({ALL: world.budget}, rest, (ALL,), srv.estimate, ticket, world.now, fallback, srv.load_s or fallback)
+    if fit is None:
         return None
-    used = sum(s.estimate for s in live) - sum(world.servers[v].estimate for v in out)
-    order = sorted((s for s in live if s.name not in out), key=order_key(ticket, world.now, default_load(live)))
-    chosen = []
-    for s in order:
-        if used + srv.estimate <= world.budget:
-            break
-        chosen.append(s)
-        used -= s.estimate
-    for s in prune(chosen, used, srv.estimate, world.budget):
-        out[s.name] = "budget"
+    out.update((s.name, "budget") for s in fit[0])
     return tuple(out.items()), ()
 
 

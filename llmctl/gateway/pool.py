@@ -113,6 +113,8 @@ class Pool:
         w = Waiter(self.ticket(), start)
         rec.waiting.add(w.ticket)
         t0 = time.monotonic()
+        if start:
+            rec.asked(t0)  # demand for it (a fallback tried without starting counts once served)
         deadline = deadline if deadline is not None else t0 + self.gw.wait_timeout
         try:
             while (lease := self._decide(rec, w)) is None:
@@ -148,6 +150,8 @@ class Pool:
             rec.inflight += 1
             rec.served += 1
             rec.last_used = time.monotonic()
+            if not w.start:
+                rec.asked(rec.last_used)
             return Lease(rec, self._release)
         if isinstance(d, Reject):
             raise self._refusal(rec, d)
@@ -178,10 +182,10 @@ class Pool:
             return NotRunning(d.text, profile=rec.name)
         return Unavailable(d.text, profile=rec.name)
 
-    def _release(self, rec: Record) -> None:
+    def _release(self, rec: Record, seconds: float) -> None:
         rec.inflight -= 1
         rec.last_used = time.monotonic()
-        rec.served_one(rec.last_used)
+        rec.served_one(rec.last_used, seconds)
         if rec.inflight == 0 and (rec.claims or any(r.waiting for r in self.records.values())):
             self._changed()
 

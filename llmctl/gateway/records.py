@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from ..profiles.schema import Profile
 from .policy import Server
-from .scheduler import bumped, decayed
+from .scheduler import Demand, bumped, decayed, learned_load
 from .states import GatewayState
 
 
@@ -39,6 +39,8 @@ class Record:
     load_s: float = 0.0  #: seconds its start is expected to take (scheduler.learned_load; 0: never timed)
     rate: float = 0.0  #: requests per second as of ``rate_at`` (scheduler.bumped as each ends)
     rate_at: float = 0.0
+    demand: Demand = field(default_factory=Demand)  #: when it was asked for (scheduler.Demand: its urgency)
+    serve_s: float = 0.0  #: seconds a request to it takes (learned as each ends; 0: none yet)
     min_resident: float = 0.0  #: seconds it stays once loaded before it may be evicted
     placed: tuple[str, ...] = ()  #: the GPUs the gateway last started it on (per-GPU budgets)
 
@@ -54,12 +56,19 @@ class Record:
                       self.failed_at, self.failed_attempt, self.reason, self.idle_ttl, self.load_s,
                       decayed(self.rate, self.rate_at, now),
                       self.since if self.state is GatewayState.RUNNING else None, self.min_resident,
-                      tuple(self.profile.devices) or self.placed, bool(self.profile.devices))
+                      tuple(self.profile.devices) or self.placed, bool(self.profile.devices),
+                      self.demand.urgency(now), self.serve_s)
 
-    def served_one(self, now: float) -> None:
-        """A request to it ended at ``now``: its request rate goes up (counted at the end, as
-        ``last_used``, so equal rates fall back to least recently used)."""
+    def asked(self, now: float) -> None:
+        """A request for it arrived at ``now`` (one that may start it, or was served by it)."""
+        self.demand = self.demand.asked(now)
+
+    def served_one(self, now: float, seconds: float) -> None:
+        """A request to it ended at ``now`` after ``seconds``: its request rate goes up (counted
+        at the end, as ``last_used``, so equal rates fall back to least recently used), and
+        the length of its requests is learned."""
         self.rate, self.rate_at = bumped(self.rate, self.rate_at, now), now
+        self.serve_s = learned_load(self.serve_s, seconds)
 
     def row(self, now: float) -> dict[str, Any]:
         """The record for ``/v1/models``, ``/metrics`` and the dashboard."""
@@ -94,10 +103,11 @@ class Views(Mapping[str, Server]):
 class Lease:
     """A request's hold on a running server; :meth:`release` (idempotent, synchronous) ends it."""
 
-    __slots__ = ("_on_release", "record", "released")
+    __slots__ = ("_on_release", "record", "released", "since")
 
-    def __init__(self, record: Record, on_release: Callable[[Record], None]) -> None:
+    def __init__(self, record: Record, on_release: Callable[[Record, float], None]) -> None:
         self.record, self.released, self._on_release = record, False, on_release
+        self.since = time.monotonic()  #: when it was admitted
 
     @property
     def name(self) -> str:
@@ -106,7 +116,7 @@ class Lease:
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self._on_release(self.record)
+            self._on_release(self.record, time.monotonic() - self.since)
 
 
 @dataclass(eq=False)

@@ -3,21 +3,29 @@ with a fake clock: the core of ``benchmarks/scheduler_sim.py``, importable so it
 
 The simulation carries decisions out as the pool does (claims, starts that stop their victims
 first, re-deciding every waiting request after each change, a wake-up at a Wait's ``until``);
-what the pool measures (start time per profile, the request rate counted as each request ends)
-is measured here on the fake clock. A start takes the model's load time with a seeded jitter;
-a stop :data:`STOP_S`. A request refused as busy waits for a slot (a client retrying).
+what the pool measures (start time per profile; when each request arrives, for the urgency;
+the request rate and the length of a request, counted as each request ends) is measured here
+on the fake clock. A start takes the model's load time with a seeded jitter; a stop
+:data:`STOP_S`. A request refused as busy waits for a slot (a client retrying).
 
-Three policies, the same trace and machine:
+Four policies, the same trace and machine:
 
 - ``groups``: one exclusive group per GPU (models dealt out over the GPUs by size), no budget,
   nothing measured: llama-swap's default.
 - ``lru``: one budget for all GPUs together, least recently used idle server first, nothing
   measured, no ``min_resident``: llmctl before issue 17, and Ollama-like.
-- ``scheduler``: per-GPU budgets, placement, reload cost, ``min_resident`` and collation.
+- ``scheduler``: per-GPU budgets, placement, reload cost by urgency, ``min_resident`` and
+  collation: the gateway's rule (llmctl.gateway.scheduler).
+- ``oracle``: the same, except that each server's urgency is read from the trace's future
+  (1 / the seconds until its next request) and every reload is costed alike: Belady's rule,
+  the idle server asked for furthest in the future goes first. Only the simulation can do
+  this (it is the view it hands decide(); the gateway's code never sees the future): a
+  reference for what foresight would buy, not a policy.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import random
 from dataclasses import dataclass, field, replace
@@ -25,13 +33,13 @@ from statistics import quantiles
 from typing import Any
 
 from .policy import Admit, Group, Reject, Request, Server, Start, Wait, World, decide
-from .scheduler import DEFAULT_MIN_RESIDENT, bumped, decayed, learned_load
+from .scheduler import DEFAULT_MIN_RESIDENT, SOON, Demand, bumped, decayed, learned_load
 from .states import GatewayState
 
 S = GatewayState
 GB = 1 << 30
 STOP_S = 0.5  #: seconds a stop takes
-POLICIES = ("groups", "lru", "scheduler")
+POLICIES = ("groups", "lru", "scheduler", "oracle")
 
 
 @dataclass(frozen=True)
@@ -114,35 +122,40 @@ class _Sim:
             self.budget = sum(gpus.values())
         else:
             self.gpus, self.budget = dict(gpus), sum(gpus.values())
-        resident = DEFAULT_MIN_RESIDENT if policy == "scheduler" else 0.0
+        resident = DEFAULT_MIN_RESIDENT if policy in ("scheduler", "oracle") else 0.0
         self.servers = {m.name: Server(m.name, limit=limit, estimate=m.size, min_resident=resident,
                                        group=f"gpu{homes[m.name]}" if policy == "groups" else None)
                         for m in trace.models.values()}
         self.rate_at: dict[str, float] = {n: 0.0 for n in self.servers}
-        self.events: list[tuple[float, int, str, str]] = []
+        self.demand: dict[str, Demand] = {n: Demand() for n in self.servers}
+        self.future: dict[str, list[float]] = {n: [] for n in self.servers}  #: the oracle's foresight
+        for t, m, _ in trace.requests:
+            self.future[m].append(t)
+        self.events: list[tuple[float, int, str, str, float]] = []
         self.seq = 0
         self.pending: list[_Pending] = []
         self.wakes: set[float] = set()
 
-    def at(self, t: float, kind: str, name: str = "") -> None:
+    def at(self, t: float, kind: str, name: str = "", since: float = 0.0) -> None:
         self.seq += 1
-        heapq.heappush(self.events, (t, self.seq, kind, name))
+        heapq.heappush(self.events, (t, self.seq, kind, name, since))
 
     def run(self) -> Result:
         for i, (t, _, _) in enumerate(self.trace.requests):
             self.at(t, "arrive", f"{i}")
         while self.events:
-            t, _, kind, name = heapq.heappop(self.events)
+            t, _, kind, name, since = heapq.heappop(self.events)
             self.now = t
-            self.event(kind, name)
+            self.event(kind, name, since)
             self.settle()
         return self.result
 
-    def event(self, kind: str, name: str) -> None:
+    def event(self, kind: str, name: str, since: float) -> None:
         srv = self.servers.get(name)
         if kind == "arrive":
             _, model, service = self.trace.requests[int(name)]
             self.pending.append(_Pending(int(name) + 1, model, self.now, service))
+            self.demand[model] = self.demand[model].asked(self.now)
             self.set(model, waiting=self.servers[model].waiting | {int(name) + 1})
         elif kind == "up" and srv is not None:
             self.set(name, state=S.RUNNING, running_since=self.now, last_used=self.now)
@@ -151,7 +164,8 @@ class _Sim:
         elif kind == "done" and srv is not None:
             rate = bumped(srv.rate, self.rate_at[name], self.now)
             self.rate_at[name] = self.now
-            self.set(name, inflight=srv.inflight - 1, last_used=self.now, rate=rate)
+            self.set(name, inflight=srv.inflight - 1, last_used=self.now, rate=rate,
+                     serve_s=learned_load(srv.serve_s, self.now - since))
 
     def set(self, name: str, **changes: Any) -> None:
         self.servers[name] = replace(self.servers[name], **changes)
@@ -161,9 +175,19 @@ class _Sim:
         return World(views, self.groups, self.budget, self.now, gpus=self.gpus)
 
     def view(self, s: Server) -> Server:
-        if self.policy != "scheduler":
-            return replace(s, rate=0.0, load_s=0.0)  # nothing measured: least recently used
-        return replace(s, rate=decayed(s.rate, self.rate_at[s.name], self.now))
+        if self.policy in ("groups", "lru"):
+            return replace(s, rate=0.0, load_s=0.0, serve_s=0.0, urgency=0.0)  # nothing measured: LRU
+        rate = decayed(s.rate, self.rate_at[s.name], self.now)
+        if self.policy == "oracle":  # scheduler.cost() = 1 / the seconds to its next request
+            return replace(s, rate=rate, urgency=self.foresight(s.name) / (s.load_s or 1.0))
+        return replace(s, rate=rate, urgency=self.demand[s.name].urgency(self.now))
+
+    def foresight(self, name: str) -> float:
+        """1 / the seconds until the next request for ``name`` (at least scheduler.SOON), read
+        from the trace; 0 when none is left."""
+        times = self.future[name]
+        i = bisect.bisect_right(times, self.now)
+        return 0.0 if i == len(times) else 1.0 / max(times[i] - self.now, SOON)
 
     def settle(self) -> None:
         """Re-decide every waiting request, oldest first, until nothing changes (the pool's
@@ -203,7 +227,7 @@ class _Sim:
         if isinstance(d, Admit):
             self.set(p.model, inflight=srv.inflight + 1, last_used=self.now)
             self.result.waits.append(self.now - p.arrival)
-            self.at(self.now + p.service, "done", p.model)
+            self.at(self.now + p.service, "done", p.model, self.now)
         else:
             self.result.refused += 1
         return True
