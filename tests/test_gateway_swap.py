@@ -1,6 +1,7 @@
 """Servers that come and go with the load, with real llama-servers (SmolLM2, ~1 s to start):
 idle unload, an exclusive group swap that waits for the request in flight and the primary's
-return, and the VRAM budget evicting the least recently used idle server. Each test runs its
+return, the VRAM budget evicting the least recently used idle server, and what the scheduler
+measures (start time, arrivals, request length) taken live. Each test runs its
 own gateway in this process; stopping it stops what it started. Where a request must still be
 in flight when the test looks, the server is tests/helpers/slow_server.py, slow on purpose (a
 tiny model on a fast CPU may finish first)."""
@@ -160,3 +161,27 @@ def test_budget_evicts_the_least_recently_used_idle_server(tmp_path, smollm2, ll
     finally:
         gw.stop()
     assert set(states(sup, "b1", "b2", "b3").values()) == {"stopped"}
+
+
+def test_the_gateway_measures_what_its_scheduler_reads(tmp_path, smollm2, llama_server):
+    """With a real llama-server: the start is timed, each request's arrival and length are
+    kept (scheduler.Demand, serve_s), and the view the policy reads carries them. The gaps are
+    at least the pauses between the requests; a request's length is at most what the client
+    waited for it."""
+    config, gw, c, sup = setup(tmp_path, f"profiles:\n  m: {small(smollm2)}\n", refresh_interval=0.5)
+    try:
+        longest = 0.0
+        for _ in range(3):
+            t0 = time.monotonic()
+            c.chat.completions.create(model="m", messages=HI, max_tokens=2)
+            longest = max(longest, time.monotonic() - t0)
+            time.sleep(0.3)
+        rec = gw.gateway.pool.records["m"]
+        assert rec.load_s > 0  # the start, timed
+        assert len(rec.demand.gaps) == 2 and all(g >= 0.3 for g in rec.demand.gaps), rec.demand
+        assert 0 < rec.serve_s <= longest
+        view = rec.view()
+        assert view.urgency > 0 and view.serve_s == rec.serve_s and view.load_s == rec.load_s
+    finally:
+        gw.stop()
+    assert states(sup, "m") == {"m": "stopped"}

@@ -1,6 +1,7 @@
 """The scheduler's judgement carried out by the pool (min_resident, collation, measured start
-times), per-GPU placement (llmctl.gpu.placement), and the scheduler simulator's policies on a
-tiny trace. The pool runs against test_gateway_pool's Recorder, a stand-in for the supervisor
+times), per-GPU placement (llmctl.gpu.placement), the scheduler simulator's policies on tiny
+traces (the oracle checked against Belady's count), and the demand measure (urgency) with the
+pool measuring it. The pool runs against test_gateway_pool's Recorder, a stand-in for the supervisor
 (starts and stops take a few hundredths of a second): what is tested is the pool's timing, not
 a server's."""
 
@@ -207,8 +208,114 @@ def test_the_simulator_places_per_gpu_and_refuses_an_unknown_policy():
     gpus = {"0": 24 * GB, "1": 24 * GB}
     assert deal(trace.models, gpus) == {"a": "0", "b": "1"}
     assert simulate(trace, gpus, "scheduler").swaps == 0  # one on each GPU
-    with pytest.raises(ValueError, match="one of groups, lru, scheduler"):
+    with pytest.raises(ValueError, match="one of groups, lru, scheduler, oracle"):
         simulate(trace, gpus, "fifo")
+
+
+def _belady(seq: list[str], slots: int) -> int:
+    """Evictions by Belady's rule on a plain sequence (no clock): the cached item asked for
+    furthest in the future goes."""
+    cache: set[str] = set()
+    evicted = 0
+    for i, x in enumerate(seq):
+        if x not in cache:
+            if len(cache) == slots:
+                ahead = {c: next((j for j in range(i + 1, len(seq)) if seq[j] == c), len(seq)) for c in cache}
+                cache.remove(max(cache, key=ahead.__getitem__))
+                evicted += 1
+            cache.add(x)
+    return evicted
+
+
+def test_cyclic_demand_the_scheduler_learns_it_and_the_oracle_is_beladys_rule():
+    """Four models asked for in turn, room for three: least recently used stops the very model
+    asked for next, every time; the scheduler, once it has seen the gaps, stops the one asked for
+    last (expected last); the oracle, reading the trace's future, stops exactly what Belady's
+    rule stops (its swaps equal the plain-sequence count)."""
+    from llmctl.gateway.simulate import GB, simulate
+
+    seq = ["abcd"[i % 4] for i in range(32)]
+    trace = tiny({m: (6, 2) for m in "abcd"}, [(10.0 * i, m) for i, m in enumerate(seq)])
+    lru, sched, oracle = (simulate(trace, {"0": 18 * GB}, p) for p in ("lru", "scheduler", "oracle"))
+    assert lru.swaps == len(seq) - 3  # every request after the first three evicts
+    assert oracle.swaps == _belady(seq, 3) == 10
+    assert oracle.swaps <= sched.swaps < lru.swaps / 2, (lru.swaps, sched.swaps, oracle.swaps)
+
+
+def test_the_oracle_keeps_the_model_asked_for_next_where_no_online_rule_can_know():
+    """Three models in an irregular order, room for two: the oracle stops the one asked for
+    furthest ahead (Belady's count), fewer swaps than least recently used; the scheduler,
+    seeing no pattern, does no better than the oracle."""
+    from llmctl.gateway.simulate import GB, simulate
+
+    order = "xyzzxyxzyyzxzyxxzy"
+    trace = tiny({m: (8, 2) for m in "xyz"}, [(20.0 * i, m) for i, m in enumerate(order)])
+    lru, sched, oracle = (simulate(trace, {"0": 16 * GB}, p) for p in ("lru", "scheduler", "oracle"))
+    assert oracle.swaps == _belady(list(order), 2) == 6
+    assert oracle.swaps < lru.swaps and oracle.swaps <= sched.swaps
+
+
+# -- what the scheduler measures (llmctl.gateway.scheduler.Demand) and the pool measuring it ---
+def _seen(times) -> object:
+    from llmctl.gateway.scheduler import Demand
+
+    d = Demand()
+    for t in times:
+        d = d.asked(float(t))
+    return d
+
+
+def test_urgency_of_each_kind_of_demand():
+    from llmctl.gateway.scheduler import GAPS, PRIOR, SOON, Demand
+
+    assert Demand().urgency(100.0) == 0.0  # never asked for
+    once = _seen([90])
+    assert once.gaps == () and once.urgency(100.0) == 1 / PRIOR  # no gap seen: PRIOR
+    assert once.urgency(90 + 2 * PRIOR) == pytest.approx(1 / (2 * PRIOR))  # then as long again as it was quiet
+    assert _seen([0, 3]).urgency(5.5) == pytest.approx((1 / SOON + 1 / PRIOR) / 2)  # 0.5 s left: SOON
+    assert len(_seen(range(100)).gaps) == GAPS  # the last GAPS gaps are kept
+
+    # cyclic: six models asked for in turn every 2 s; just after the last (5) asked: the order
+    # of their next requests, 0 first; least recently used would stop 0
+    cycle = {i: _seen([2 * i + 12 * k for k in range(10)]) for i in range(6)}
+    now = 2 * 5 + 12 * 9 + 1
+    assert sorted(cycle, key=lambda i: cycle[i].urgency(now)) == [5, 4, 3, 2, 1, 0]
+
+    # bursts of three requests 2 s apart every 100 s: kept inside a burst, not once it is over
+    bursts = _seen([100 * b + 2 * k for b in range(5) for k in range(3)])
+    last = 404
+    assert bursts.urgency(last + 1) > 10 * bursts.urgency(last + 10)
+
+    # steady demand: ten times the requests, about ten times the urgency
+    often, rarely = _seen([3 * k for k in range(30)]), _seen([30 * k for k in range(30)])
+    ratio = often.urgency(3 * 29 + 1.5) / rarely.urgency(30 * 29 + 15)
+    assert 5 < ratio < 20, ratio
+
+
+def test_the_pool_measures_what_the_scheduler_reads():
+    """Arrivals (each request that may start the server, and a fallback once it is served),
+    the length of each request, and the start time, on the pool's clock: the view the policy
+    reads carries the urgency and the request length."""
+    from llmctl.gateway.scheduler import PRIOR
+
+    async def go():
+        control = Recorder(delay=0.02)
+        pool = await started(config(P("a")), control)
+        rec = pool.records["a"]
+        for hold in (0.05, 0.1):
+            lease = await pool.acquire("a")
+            await asyncio.sleep(hold)
+            lease.release()
+        assert rec.load_s > 0.015  # the stand-in's start takes 0.02 s
+        assert len(rec.demand.gaps) == 1 and rec.demand.gaps[0] >= 0.05
+        assert 0.05 <= rec.serve_s < 0.2  # learned from 0.05 s then 0.1 s
+        (await pool.acquire("a", start=False)).release()  # a fallback served: counted too
+        assert len(rec.demand.gaps) == 2
+        view = rec.view()
+        assert view.serve_s == rec.serve_s and 1 / PRIOR < view.urgency <= 1.0
+        await pool.shutdown()
+
+    run(go())
 
 
 # -- plan --together ----------------------------------------------------------------------------

@@ -5,17 +5,17 @@ docs/scheduler.md tells the whole rule, with the simulator's numbers.
 
 **How soon.** Per profile the gateway keeps when its last request arrived and the gaps between
 its last :data:`GAPS` requests (:class:`Demand`). Its *urgency* is the mean, over the gaps seen
-that are longer than its quiet time so far, and over one more gap as long again as that quiet
-time, of 1 / the seconds left until the next request (at least :data:`SOON`). Cyclic demand: the
-server asked for last is expected last (least recently used gets this exactly wrong); bursts:
-high inside one, low once it is over; steady (Poisson) demand: about its rate; asked for once:
-1 / its quiet time, least recently used.
+that are longer than its quiet time so far, of 1 / the seconds left until the next request (at
+least :data:`SOON`), with one more gap ending as long again from now as it has been quiet (at
+least :data:`PRIOR`). Cyclic demand: the server asked for last is expected last (least recently
+used gets this exactly wrong); bursts: high inside one, low once it is over; steady (Poisson)
+demand: about its rate; asked for once: 1 / :data:`PRIOR`, then 1 / its quiet time.
 
 **The cost of stopping a server** is the reload time it is expected to bring, per second: the
 seconds its start took (measured by the pool at each start) times its urgency. The servers to
-stop are the set that makes room at the least total cost (:func:`cover`; costs within a factor
-of :data:`COST_STEP` count as equal, and then nothing waited for, the fewest servers, the least
-recently used), so a single server goes rather than two where it costs no more. A server busy
+stop are the set that makes room at the least total cost (:func:`cover`; a set costing up to
+:data:`COST_STEP` times the least is preferred where it waits for fewer servers, then where it
+stops fewer), so a single server goes rather than two where it costs not much more. A server busy
 with a request, or just loaded (``min_resident``), is part of that choice when it will be free
 before the start could finish anyway (:func:`worth_waiting`: its requests' measured length, or
 what is left of its ``min_resident``); the request then waits for it instead of stopping a
@@ -47,10 +47,11 @@ if TYPE_CHECKING:
 RATE_WINDOW = 300.0  #: seconds over which the request rate decays by a factor e
 DEFAULT_MIN_RESIDENT = 3.0  #: seconds a loaded server stays before it may be evicted (the default)
 IN_DEMAND = 1.5  #: requests within RATE_WINDOW (decayed) that make a server in demand
-COST_STEP = 2.0  #: costs within this factor of each other count as equal
+COST_STEP = 2.0  #: costs within this factor of each other count as equal (see cover, cost_class)
 UNKNOWN_LOAD = 1.0  #: seconds assumed for a reload when no start was ever timed
 GAPS = 32  #: gaps between requests kept per profile
 SOON = 1.0  #: seconds: a request expected sooner counts as this soon
+PRIOR = 60.0  #: seconds: a server asked for once, or quiet past its every gap, is expected back no sooner
 
 
 def decayed(rate: float, at: float, now: float) -> float:
@@ -84,15 +85,15 @@ class Demand:
         return Demand(now, (*self.gaps, max(0.0, now - self.last))[-GAPS:])
 
     def urgency(self, now: float) -> float:
-        """How soon its next request is expected, as of ``now``: the mean of 1 / the seconds
-        left (at least :data:`SOON`) over the gaps seen that are longer than its quiet time so
-        far; when none is (asked for once, or overdue), it is expected as long again as it has
-        been quiet. Cyclic demand: the one asked for last is expected last; bursts: high
-        inside one, low once it is over; steady (Poisson) demand: about its rate."""
+        """How soon its next request is expected, as of ``now`` (per second; 0: never asked
+        for): the mean of 1 / the seconds left (at least :data:`SOON`) over the gaps seen that
+        are longer than its quiet time so far, and over one more gap that ends as long again
+        from now as it has been quiet, or :data:`PRIOR` seconds from now, whichever is later
+        (all there is for a server asked for once, or quiet past all its gaps)."""
         if self.last is None:
             return 0.0
         quiet = max(0.0, now - self.last)
-        ahead = [g - quiet for g in self.gaps if g > quiet] + [quiet]  # and as long again as it has been quiet
+        ahead = [g - quiet for g in self.gaps if g > quiet] + [max(quiet, PRIOR)]
         return sum(1.0 / max(r, SOON) for r in ahead) / len(ahead)
 
 
@@ -248,19 +249,19 @@ def worth_waiting(srv: Server, ticket: int, now: float, patience: float) -> bool
 
 def cover(free: Sequence[Server], fits: Callable[[list[Server]], bool], fallback: float, ticket: int,
           now: float) -> list[Server] | None:
-    """The set of ``free`` servers whose stopping makes room (``fits``) at the least reload cost;
-    costs within :data:`COST_STEP` of the least count as equal, and among those the set with
-    the fewest servers that cannot be stopped now, then the fewest servers, then the least
-    recently used goes. None: nothing measured (least recently used decides, as before the
-    scheduler), or not even all of them make room."""
+    """The set of ``free`` servers whose stopping makes room (``fits``) at the least reload cost.
+    Among the sets costing up to :data:`COST_STEP` times the least, the one with the fewest
+    servers that cannot be stopped now goes, then the one with the fewest servers (one rather
+    than two), then the cheapest, then the least recently used. None: nothing measured (least
+    recently used decides, as before the scheduler), or not even all of them make room."""
     if not any(cost(s, fallback) > 0 for s in free) or not fits(list(free)):
         return None
     found = [(sum(cost(s, fallback) for s in c), list(c))
              for k in range(1, len(free) + 1) for c in itertools.combinations(free, k) if fits(list(c))]
-    least = min(c for c, _ in found)
-    return min((c for t, c in found if t <= least * COST_STEP),
-               key=lambda c: (sum(blocked(v, ticket, now) for v in c), len(c), max(v.last_used for v in c),
-                              sum(v.last_used for v in c)))
+    least = min(t for t, _ in found)
+    return min(((t, c) for t, c in found if t <= least * COST_STEP),
+               key=lambda tc: (sum(blocked(v, ticket, now) for v in tc[1]), len(tc[1]), tc[0],
+                               max(v.last_used for v in tc[1])))[1]
 
 
 def _kept(chosen: list[Server], fits: Callable[[list[Server]], bool]) -> list[Server]:
