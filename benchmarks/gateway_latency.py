@@ -1,6 +1,6 @@
 """The gateway's added latency, and 64 concurrent streaming clients, measured in the same run.
 
-    python benchmarks/gateway_latency.py [--requests 1000] [--clients 64] [--max-tokens 16]
+    python benchmarks/gateway_latency.py [--requests 1000] [--rounds 1] [--clients 64] [--max-tokens 16]
 
 A real llama-server (SmolLM2-135M, CPU, 4 slots) is started through llmctl's Supervisor in a
 temporary LLMCTL_HOME, and `llmctl serve` runs as a separate process in front of it.
@@ -8,7 +8,8 @@ temporary LLMCTL_HOME, and `llmctl serve` runs as a separate process in front of
 1. Cheap endpoint: GET /health on the server directly, against GET /upstream/bench/health
    through the gateway (the same proxy path as /v1/*: routing, the state owner's lease, the
    pooled upstream connection, the relayed answer). Both over one keep-alive connection,
-   interleaved, after a warm-up. Added latency = gateway percentile - direct percentile.
+   interleaved, after a warm-up. Added latency = gateway percentile - direct percentile. The
+   gateway process's CPU time per request (/proc) is printed too.
    Goal (issue 16): <= +1.0 ms at p50, <= +2.5 ms at p99.
 2. A real request: POST /v1/chat/completions with max_tokens 1, direct vs through the gateway
    (task parameters merged in), interleaved. Goal (issue 16): <= +2.5 ms at p50.
@@ -16,7 +17,9 @@ temporary LLMCTL_HOME, and `llmctl serve` runs as a separate process in front of
    it got 200, content pieces and the final [DONE]. Goal: zero errors.
 4. The token counts of a 256 x 4096 embeddings answer, as the gateway reads them
    (llmctl.gateway.proxy.usage_from_body), against a json.loads of the whole body.
-The gateway's loop and HTTP parser (uvloop/asyncio, httptools/h11) are printed first.
+The gateway's loop and HTTP parser (uvloop/asyncio, httptools/h11) are printed first. On a
+shared, noisy machine use ``--rounds N``: parts 1 and 2 are repeated and the median of the
+rounds' added latencies is printed at the end.
 """
 
 from __future__ import annotations
@@ -161,22 +164,54 @@ tasks:
     return sup, gw, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{gw_port}"
 
 
-def latencies(args, direct: str, gateway: str) -> None:
+def added(direct: list[float], via: list[float]) -> tuple[float, float]:
+    return pct(via, 50) - pct(direct, 50), pct(via, 99) - pct(direct, 99)
+
+
+def summary(label: str, rounds: list[tuple[float, float]]) -> None:
+    """The median over rounds of the added p50 and p99 (each round's own direct baseline)."""
+    p50s, p99s = [r[0] for r in rounds], [r[1] for r in rounds]
+    print(f"  {label:<28} median of {len(rounds)} rounds: added p50 {statistics.median(p50s):+6.2f} ms, "
+          f"p99 {statistics.median(p99s):+6.2f} ms (p50 per round: {' '.join(f'{v:+.2f}' for v in p50s)})")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def latencies(args, direct: str, gateway: str, pid: int) -> None:
     import httpx
 
+    cheap: list[tuple[float, float]] = []
+    chats: list[tuple[float, float]] = []
     with httpx.Client(timeout=120) as client:
         health = (("GET", direct + "/health", {}), ("GET", gateway + "/upstream/bench/health", {}))
-        interleaved(client, *health, 100)  # warm-up: connections, code paths
-        d, g = interleaved(client, *health, args.requests)
-        print(f"1. cheap endpoint, {args.requests} requests each, ms")
-        row("GET /health", d, g)
         chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
         pair = (("POST", direct + "/v1/chat/completions", {"json": dict(chat, model="x")}),
                 ("POST", gateway + "/v1/chat/completions", {"json": dict(chat, model="chat")}))
+        interleaved(client, *health, 100)  # warm-up: connections, code paths
         interleaved(client, *pair, 5)
-        d, g = interleaved(client, *pair, args.chat)
-        print(f"2. chat completion, max_tokens 1, {args.chat} requests each, ms")
-        row("POST /v1/chat/completions", d, g)
+        for n in range(args.rounds):
+            tag = f" (round {n + 1} of {args.rounds})" if args.rounds > 1 else ""
+            cpu = cpu_seconds(pid)
+            d, g = interleaved(client, *health, args.requests)
+            cpu = (cpu_seconds(pid) - cpu) * 1000 / args.requests
+            print(f"1. cheap endpoint, {args.requests} requests each, ms{tag}; the gateway's CPU time per request "
+                  f"{cpu:.2f} ms (less sensitive to other load than the latencies)")
+            row("GET /health", d, g)
+            cheap.append(added(d, g))
+            d, g = interleaved(client, *pair, args.chat)
+            print(f"2. chat completion, max_tokens 1, {args.chat} requests each, ms{tag}")
+            row("POST /v1/chat/completions", d, g)
+            chats.append(added(d, g))
+    if args.rounds > 1:
+        summary("GET /health", cheap)
+        summary("POST /v1/chat/completions", chats)
 
 
 def streams(args, gateway: str) -> None:
@@ -198,7 +233,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=1000, help="cheap-endpoint requests per side")
     ap.add_argument("--chat", type=int, default=40, help="max_tokens=1 chat requests per side")
-    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--clients", type=int, default=64, help="concurrent streams (0: none)")
+    ap.add_argument("--rounds", type=int, default=1, help="parts 1 and 2 this many times; medians at the end")
     ap.add_argument("--max-tokens", type=int, default=16)
     args = ap.parse_args()
     sup, gw, direct, gateway = start(args)
@@ -212,8 +248,9 @@ def main() -> None:
             time.sleep(0.05)
         print(f"llama-server (SmolLM2-135M, CPU) at {direct}; llmctl serve at {gateway} (separate process, "
               f"{stack()}); {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
-        latencies(args, direct, gateway)
-        streams(args, gateway)
+        latencies(args, direct, gateway, gw.pid)
+        if args.clients:
+            streams(args, gateway)
     finally:
         gw.terminate()
         try:

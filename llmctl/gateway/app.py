@@ -18,7 +18,6 @@ OpenAI-shaped: ``{"error": {"message", "type", "code"}}`` with 400/401/403/404/4
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -31,15 +30,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ..errors import LlmctlError, UsageError
+from ..errors import UsageError
 from ..inference.params import Params
 from ..inference.request import auth_headers
 from ..paths import Paths
 from ..profiles.schema import Config, Profile
 from .config import GatewayConfig
 from .control import ServerControl, SupervisorControl
-from .errors import BadRequest, Busy, Forbidden, GatewayHTTPError, NotRunning, Unauthorized, Unavailable, UpstreamFailed
-from .guard import Guard, error_response as _error_response, json_body
+from .endpoint import UPSTREAM_METHODS, HotPaths, KeyCheck, RawResponse, endpoint, upstream_path
+from .errors import Busy, Forbidden, GatewayHTTPError, NotRunning, Unavailable, UpstreamFailed
+from .guard import Guard, json_body
 from .messages import MESSAGES, MessagesAPI
 from .metrics import Metrics
 from .ollama_api import ollama_routes
@@ -53,11 +53,11 @@ from .proxy import (
     relay_headers,
     usage_from_body,
     usage_from_sse,
-    wait_disconnect,
 )
 from .records import Lease
 from .routing import CHAT, COMPLETIONS, EMBEDDINGS, Router, Target, check_body, prepare_body, served_names
-from .security import KEY_ENV, OPEN_PATHS, allowed_hosts, authorized, check_binding
+from .security import KEY_ENV, allowed_hosts, check_binding
+from .upstream import Response as UpstreamResponse, UpstreamError
 
 log = logging.getLogger("llmctl.gateway")
 
@@ -168,16 +168,17 @@ class Gateway:
                 continue
             request.state.profile = name
             try:
-                headers = {"content-type": request.headers.get("content-type", "application/json"),
-                           "accept": request.headers.get("accept", "application/json")}
-                headers.update(auth_headers(prof))
+                headers = [("content-type", request.headers.get("content-type", "application/json")),
+                           ("accept", request.headers.get("accept", "application/json")),
+                           *auth_headers(prof).items()]
                 if prof.engine == "vllm" and not prof.served_model_name and name not in self.served_model:
                     await self._ask_served_model(prof, headers)
                 shape = Shape.of(build(prof), path or endpoint)
-                url = prof.url + shape.path
-                if request.url.query and path is not None:
-                    url += "?" + request.url.query
-                resp = await self.upstreams.open(name, method, url, headers, shape.body)
+                where = shape.path
+                query = request.scope.get("query_string")
+                if query and path is not None:
+                    where += "?" + query.decode("latin-1")
+                resp = await self.upstreams.open(name, method, prof.url, where, headers, shape.body)
             except BeforeFirstByte as exc:
                 lease.release()
                 self.pool.suspect(name)
@@ -202,7 +203,7 @@ class Gateway:
         raise Unavailable(f"no server could take the request for {what}: {reasons}",
                           profile=target.candidates[0], task=target.task.name if target.task else None)
 
-    async def _relay(self, resp, lease: Lease, endpoint: str, target: Target, t0: float,
+    async def _relay(self, resp: UpstreamResponse, lease: Lease, endpoint: str, target: Target, t0: float,
                      shape: Shape) -> Response | ProxyStream:
         name = lease.name
         self.metrics.first_byte(name, endpoint, time.monotonic() - t0)
@@ -211,11 +212,11 @@ class Gateway:
             extra.append((b"x-llmctl-task", target.task.name.encode()))
         if resp.status_code in (401, 403):  # our key for that server was refused: not the client's fault
             lease.release()
-            await resp.aclose()
+            resp.close()
             api = self.config.profiles[name].api_key_env
             raise UpstreamFailed(f"{name}: the server refused the gateway's key (HTTP {resp.status_code}); check "
                                  f"the profile's api_key_env ({api or 'not set'})", profile=name)
-        ctype = resp.headers.get("content-type", "")
+        ctype = resp.content_type
         if resp.status_code == 200 and ctype.startswith("text/event-stream"):
             def on_end(outcome: str, tail: bytes) -> None:
                 code = {"ok": 200, "upstream_error": 502, "client_gone": 499}[outcome]
@@ -238,17 +239,17 @@ class Gateway:
             self.metrics.usage(name, *usage_from_body(body))  # read from the end: no parse of a whole body
         if shape.answer is not None:
             body = shape.answer(resp.status_code, body)
-        return _raw_response(body, resp.status_code, relay_headers(resp, extra))
+        return RawResponse(body, resp.status_code, relay_headers(resp, extra))
 
-    async def _ask_served_model(self, prof: Profile, headers: dict[str, str]) -> None:
+    async def _ask_served_model(self, prof: Profile, headers: list[tuple[str, str]]) -> None:
         """vLLM answers only to the name it serves; ask it once per start."""
         try:
-            resp = await self.upstreams.open(prof.name, "GET", prof.url + "/v1/models", headers, None)
+            resp = await self.upstreams.open(prof.name, "GET", prof.url, "/v1/models", headers, None)
             data = json.loads(await read_body(resp))
             ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
             if ids and ids[0]:
                 self.served_model[prof.name] = ids[0]
-        except (BeforeFirstByte, ValueError, AttributeError):
+        except (BeforeFirstByte, UpstreamError, ValueError, AttributeError):
             pass
 
     # -- endpoints ------------------------------------------------------------------------
@@ -277,7 +278,7 @@ class Gateway:
         content = await request.body()
         target = Target(name, None, [profile], Params())
         return await self.dispatch(request, "/upstream", target, lambda prof: content or None,
-                                   method=request.method, path="/" + rest)
+                                   method=request.method, path=upstream_path(request.scope, rest))
 
     def models(self) -> dict:
         states = {r["name"]: r for r in self.pool.snapshot()}
@@ -295,66 +296,6 @@ class Gateway:
                                     "started_by_gateway": s["started_by_gateway"], "reason": s["reason"],
                                     "served_names": served_names(p), "description": p.description}})
         return {"object": "list", "data": data}
-
-
-def _raw_response(body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> Response:
-    resp = Response(body, status)
-    resp.raw_headers = [h for h in resp.raw_headers if h[0] == b"content-length"] + headers
-    return resp
-
-
-def _endpoint(gw: Gateway, name: str, fn: Callable, errors: Callable = _error_response) -> Callable:
-    """The handler around ``fn``: errors become OpenAI-shaped answers, and a client that goes
-    away while its request waits (for a start, a swap) or is answered (non-streaming) cancels
-    it, which closes the upstream request too."""
-
-    async def handle(request: Request):
-        t0 = time.monotonic()
-        try:
-            await request.body()  # read it all: from here on, receive() only reports a disconnect
-            work = asyncio.ensure_future(fn(request))
-            gone = asyncio.ensure_future(wait_disconnect(request.receive))
-            try:
-                await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                gone.cancel()
-                if not work.done():
-                    work.cancel()
-            if not work.done() or work.cancelled():
-                with contextlib.suppress(BaseException):
-                    await work
-                gw.metrics.request(getattr(request.state, "profile", None), name, 499, time.monotonic() - t0)
-                return Response(status_code=499)
-            return work.result()
-        except RecursionError:  # a body that parsed, nested just below the limit, and went deeper
-            gw.metrics.request(None, name, 400, time.monotonic() - t0)
-            return errors(BadRequest("the request body is nested too deeply"))
-        except GatewayHTTPError as exc:
-            profile = exc.facts.get("profile")
-            gw.metrics.request(profile if isinstance(profile, str) else None, name, exc.status, time.monotonic() - t0)
-            return errors(exc)
-        except LlmctlError as exc:  # anything else llmctl raised: the server side failed
-            log.warning("%s", exc.message)
-            err = UpstreamFailed(exc.message)
-            gw.metrics.request(None, name, 502, time.monotonic() - t0)
-            return errors(err)
-
-    return handle
-
-
-class KeyCheck:
-    """ASGI middleware: every path but /health needs ``Authorization: Bearer KEY`` or ``x-api-key: KEY``."""
-
-    def __init__(self, app, key: str) -> None:
-        self.app, self.key = app, key
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not authorized(scope["headers"], self.key):
-            err = Unauthorized("this gateway needs an API key: send `Authorization: Bearer KEY` or `x-api-key: KEY` "
-                               "(OpenAI clients: api_key=KEY)")
-            await _error_response(err)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
 
 
 def build_app(config: Config, gateway: GatewayConfig | None = None, *, paths: Paths | None = None,
@@ -375,26 +316,24 @@ def build_app(config: Config, gateway: GatewayConfig | None = None, *, paths: Pa
     async def models(request: Request):
         return JSONResponse(gw.models())
 
-    def post(endpoint: str):
-        return _endpoint(gw, endpoint, lambda request: gw.openai(request, endpoint))
-
+    posts = {path: endpoint(gw, path, lambda request, path=path: gw.openai(request, path))
+             for path in (CHAT, COMPLETIONS, EMBEDDINGS)}
+    upstream = endpoint(gw, "/upstream", gw.upstream)
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
-        Route(CHAT, post(CHAT), methods=["POST"]),
-        Route(COMPLETIONS, post(COMPLETIONS), methods=["POST"]),
-        Route(EMBEDDINGS, post(EMBEDDINGS), methods=["POST"]),
-        *gw.anthropic.routes(_endpoint),
-        Route("/upstream/{name}/{path:path}", _endpoint(gw, "/upstream", gw.upstream),
-              methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        *(Route(path, handler, methods=["POST"]) for path, handler in posts.items()),
+        *gw.anthropic.routes(endpoint),
+        Route("/upstream/{name}/{path:path}", upstream, methods=sorted(UPSTREAM_METHODS)),
     ]
-    routes += ollama_routes(gw, _endpoint)
+    routes += ollama_routes(gw, endpoint)
     from .ui import ui_routes  # the dashboard (/ui)
     routes += ui_routes(gw)
     middleware = [Middleware(Guard, hosts=allowed_hosts(gw_cfg.host, gw_cfg.allow_hosts), max_body=gw_cfg.max_body)]
     if gw_cfg.api_key:
         middleware.append(Middleware(KeyCheck, key=gw_cfg.api_key))
+    middleware.append(Middleware(HotPaths, posts=posts, upstream=upstream))  # the same handlers, found at once
     app = Starlette(routes=routes, middleware=middleware, lifespan=gw.lifespan)
     app.state.gateway = gw
     return app

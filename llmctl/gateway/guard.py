@@ -49,6 +49,7 @@ class Guard:
 
     def __init__(self, app, hosts: frozenset[str] | None, max_body: int) -> None:
         self.app, self.hosts, self.max_body = app, hosts, max_body
+        self._hosts_seen: dict[bytes, bool] = {}  #: Host header -> allowed (a few values, each parsed once)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -62,22 +63,42 @@ class Guard:
         await self.app(scope, self.limited(receive), send)
 
     def check(self, scope) -> None:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        host = headers.get("host")
-        if self.hosts is not None and not host_allowed(host, self.hosts):
-            raise Forbidden(f"Host {host!r} is not one this gateway answers to: it listens on loopback and answers "
+        host = length = ctype = None
+        chunked = False
+        for k, v in scope["headers"]:  # the last of each wins, as a dict of them would
+            if k == b"host":
+                host = v
+            elif k == b"content-length":
+                length = v
+            elif k == b"content-type":
+                ctype = v
+            elif k == b"transfer-encoding":
+                chunked = True
+        if self.hosts is not None and not self._host_ok(host):
+            shown = host.decode("latin-1") if host is not None else None
+            raise Forbidden(f"Host {shown!r} is not one this gateway answers to: it listens on loopback and answers "
                             f"localhost, 127.0.0.1 and [::1] only (a web page cannot reach it by another name); "
                             f"to allow a name, use `llmctl serve --allow-host NAME`")
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
+        size = int(length) if length is not None and length.isdigit() else None
+        if size is not None and size > self.max_body:
             raise too_large(self.max_body)
-        has_body = (length.isdigit() and int(length) > 0) or "transfer-encoding" in headers
-        upstream = scope["path"].startswith("/upstream/")
-        if scope["method"] in BODY_METHODS and (has_body or not upstream) \
-                and not is_json_type(headers.get("content-type")):
-            raise UnsupportedMediaType(f"the request body must be JSON sent with `Content-Type: application/json` "
-                                       f"(got {headers.get('content-type') or 'none'}); web pages cannot send that "
-                                       f"type to another site unasked, which is why it is required")
+        has_body = bool(size) or chunked
+        if scope["method"] in BODY_METHODS and (has_body or not scope["path"].startswith("/upstream/")):
+            content_type = ctype.decode("latin-1") if ctype is not None else None
+            if not is_json_type(content_type):
+                raise UnsupportedMediaType(f"the request body must be JSON sent with `Content-Type: application/json` "
+                                           f"(got {content_type or 'none'}); web pages cannot send that type to "
+                                           f"another site unasked, which is why it is required")
+
+    def _host_ok(self, host: bytes | None) -> bool:
+        if host is None:
+            return False
+        seen = self._hosts_seen.get(host)
+        if seen is None:
+            seen = host_allowed(host.decode("latin-1"), self.hosts or frozenset())
+            if len(self._hosts_seen) < 64:  # the Host header is the client's to choose: a few are kept
+                self._hosts_seen[host] = seen
+        return seen
 
     def limited(self, receive):
         seen = 0

@@ -1,12 +1,13 @@
-"""Upstream forwarding: one httpx.AsyncClient per running profile (its pooled connections die
-with the server, so the client is dropped when the server stops), and a streaming response
-that relays Server-Sent Events as they arrive.
+"""Upstream forwarding: one connection pool per running profile (:mod:`llmctl.gateway.upstream`:
+its connections die with the server, so the pool is dropped when the server stops), and a
+streaming response that relays Server-Sent Events as they arrive.
 
 Failures: a server that cannot be reached, or closes the connection before it answers, raises
-:class:`BeforeFirstByte` (the caller tries the task's fallbacks); once the answer has started,
-a broken stream ends with an error event (``data: {"error": {...}}``, what OpenAI clients raise
-as APIError). A client that goes away closes the upstream request at once, which makes
-llama-server stop generating.
+:class:`BeforeFirstByte` (the caller tries the task's fallbacks); one that sends no headers
+within serve's ``--upstream-timeout`` raises :class:`UpstreamTimeout` (504); once the answer has
+started, a broken stream ends with an error event (``data: {"error": {...}}``, what OpenAI
+clients raise as APIError). A client that goes away closes the upstream request at once, which
+makes llama-server stop generating.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
-
-import httpx
+from typing import Any, Callable, Iterable, Protocol
 
 from .errors import UpstreamTimeout
 from .records import Lease
+from .upstream import BeforeFirstByte, HeadTimeout, Origin, Response, UpstreamError, split_url
+
+__all__ = ["BeforeFirstByte", "ProxyStream", "Response", "Shape", "Upstreams", "read_body", "relay_headers"]
 
 #: response headers not relayed (hop-by-hop, or recomputed by the gateway's server)
 HOP_HEADERS = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"te", b"trailer",
@@ -56,83 +58,70 @@ class Shape:
         return built if isinstance(built, Shape) else cls(path, built)
 
 
-class BeforeFirstByte(Exception):
-    """The server could not be reached, or closed the connection before answering."""
-
-
 class Upstreams:
-    """Per-profile HTTP clients (keep-alive connections to each server)."""
+    """Per-profile connection pools (keep-alive connections to each server)."""
 
     def __init__(self, read_timeout: float, insecure: frozenset[str] = frozenset()) -> None:
-        self.timeout = httpx.Timeout(connect=5.0, read=read_timeout, write=60.0, pool=None)
-        self.limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        self.read_timeout = read_timeout
+        self.connect_timeout = 5.0
         self.insecure = insecure  #: profiles whose https certificate is not checked (``verify: false``)
-        self._clients: dict[str, httpx.AsyncClient] = {}
-        self._closing: set[asyncio.Task] = set()
+        self._origins: dict[str, tuple[str, Origin]] = {}  #: profile -> (its base URL, its pool)
 
-    def client(self, name: str) -> httpx.AsyncClient:
-        c = self._clients.get(name)
-        if c is None:
-            c = self._clients[name] = httpx.AsyncClient(timeout=self.timeout, limits=self.limits, trust_env=False,
-                                                        verify=name not in self.insecure)
-        return c
+    def origin(self, name: str, base: str) -> Origin:
+        """``name``'s pool, for its server at ``base`` (the profile's URL)."""
+        held = self._origins.get(name)
+        if held is not None and held[0] == base:
+            return held[1]
+        if held is not None:  # the profile's URL changed (a reload)
+            held[1].close()
+        scheme, host, port, prefix = split_url(base)
+        origin = Origin(scheme, host, port, prefix=prefix.rstrip("/"), verify=name not in self.insecure,
+                        connect_timeout=self.connect_timeout, read_timeout=self.read_timeout)
+        self._origins[name] = (base, origin)
+        return origin
 
     def drop(self, name: str) -> None:
-        """Forget ``name``'s client and its pooled connections (the server stopped or restarted)."""
-        c = self._clients.pop(name, None)
-        if c is not None:
-            try:
-                task = asyncio.get_running_loop().create_task(c.aclose())
-            except RuntimeError:
-                return
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        """Forget ``name``'s pool and its idle connections (the server stopped or restarted)."""
+        held = self._origins.pop(name, None)
+        if held is not None:
+            held[1].close()
 
     async def aclose(self) -> None:
-        for name in list(self._clients):
+        for name in list(self._origins):
             self.drop(name)
-        if self._closing:
-            await asyncio.wait(list(self._closing), timeout=5)
 
-    async def open(self, name: str, method: str, url: str, headers: dict[str, str],
-                   content: bytes | None) -> httpx.Response:
-        """Send the request; return the response with its body still to read. A connection the
-        server closed while it sat in the pool (the server restarted) is retried once, on a
-        fresh client; a refused connection is not."""
-        for attempt in (1, 2):
-            client = self.client(name)
-            request = client.build_request(method, url, headers=headers, content=content)
-            try:
-                return await client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                raise BeforeFirstByte(f"cannot connect to {url}: {_why(exc)}") from None
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                self.drop(name)
-                if attempt == 2:
-                    raise BeforeFirstByte(f"the server closed the connection without answering: {_why(exc)}") from None
-            except httpx.TimeoutException:
-                raise UpstreamTimeout(f"{name}: no answer from {url} in time (serve --upstream-timeout)",
-                                      profile=name) from None
-        raise AssertionError("unreachable")
+    async def open(self, name: str, method: str, base: str, target: str, headers: Iterable[tuple[str, str]],
+                   content: bytes | None) -> Response:
+        """Send ``method base+target``; return the response with its body still to read. A
+        connection the server closed while it sat in the pool is replaced (see upstream.py)."""
+        try:
+            origin = self.origin(name, base)
+        except ValueError as exc:
+            raise BeforeFirstByte(str(exc)) from None
+        try:
+            return await origin.request(method, target, headers, content)
+        except HeadTimeout:
+            raise UpstreamTimeout(f"{name}: no answer from {base}{target} in time (serve --upstream-timeout)",
+                                  profile=name) from None
 
 
 def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def read_body(resp: httpx.Response) -> bytes:
+async def read_body(resp: Response) -> bytes:
     """The whole (raw, undecoded) body; the response is closed afterwards."""
-    try:
-        return b"".join([chunk async for chunk in resp.aiter_raw()])
-    finally:
-        await resp.aclose()
+    return await resp.read()
 
 
-def relay_headers(resp: httpx.Response, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def relay_headers(resp: Response, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The server's headers worth relaying; never its CORS grants (llama-server allows every
     origin), so that pages of other sites cannot read the gateway's answers."""
-    out = [(k.lower(), v) for k, v in resp.headers.raw
-           if k.lower() not in HOP_HEADERS and not k.lower().startswith(b"access-control-")]
+    out = []
+    for k, v in resp.raw_headers:
+        k = k.lower()
+        if k not in HOP_HEADERS and not k.startswith(b"access-control-"):
+            out.append((k, v))
     return out + extra
 
 
@@ -271,7 +260,7 @@ class ProxyStream:
     lease is released and ``on_end(outcome, tail)`` is called exactly once.
     """
 
-    def __init__(self, upstream: httpx.Response, lease: Lease, headers: list[tuple[bytes, bytes]],
+    def __init__(self, upstream: Response, lease: Lease, headers: list[tuple[bytes, bytes]],
                  on_end: Callable[[str, bytes], None], shape: Shape | None = None) -> None:
         self.upstream, self.lease, self.headers, self.on_end = upstream, lease, headers, on_end
         self.rewrite = shape.stream() if shape and shape.stream else None
@@ -308,7 +297,7 @@ class ProxyStream:
                 tail += chunk
                 if len(tail) > TAIL_BYTES:
                     del tail[:-TAIL_BYTES]
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except UpstreamError as exc:
             outcome = "upstream_error"
             name = self.lease.name
             message = f"{name}: the server stopped in the middle of the answer ({_why(exc)})"
@@ -323,18 +312,11 @@ class ProxyStream:
         if self._ended:
             return
         self._ended = True
-        cancelled = False
         try:
-            await asyncio.shield(self.upstream.aclose())
-        except asyncio.CancelledError:
-            cancelled = True
-        except Exception:  # noqa: BLE001 - closing a broken stream
-            pass
+            self.upstream.close()  # synchronous: nothing to wait for, nothing a cancellation can cut short
         finally:
             self.lease.release()
             self.on_end(outcome, tail)
-        if cancelled:
-            raise asyncio.CancelledError
 
 
 def now() -> float:
