@@ -50,6 +50,7 @@ class Origin:
         self.loop = asyncio.get_running_loop()
         self.idle: list[Conn] = []
         self.closed = False
+        self.opened = 0  #: connections made so far (reuse shows as few)
 
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]],
                       body: bytes | None = None) -> Response:
@@ -93,6 +94,7 @@ class Origin:
                 self.loop.create_connection(lambda: Conn(self), self.host, self.port, ssl=self.ssl,
                                             server_hostname=self.host if self.ssl else None),
                 self.connect_timeout)
+            self.opened += 1
         except _ssl.SSLCertVerificationError as exc:
             raise BeforeFirstByte(f"the certificate of {self.host} did not verify ({exc.verify_message}); "
                                   f"`verify: false` in the profile skips the check, for a server you trust") from None
