@@ -198,6 +198,7 @@ def test_api_refuses_without_the_key_from_another_site_and_as_a_form(served):
     assert rows["alpha"]["pid"] and rows["alpha"]["uptime_s"] is not None and rows["alpha"]["idle_left_s"] > 3000
     chat = [r for r in state["recent"] if r["endpoint"] == "/v1/chat/completions"]
     assert chat and chat[0]["status"] == 200 and chat[0]["completion_tokens"] and "messages" not in chat[0]
+    assert (chat[0]["model"], chat[0]["profile"]) == ("summary", "alpha")  # what was asked, and who served it
     assert served.status("beta")["state"] == "running"  # none of the refused stops went through
 
 
@@ -222,6 +223,8 @@ def test_page_shows_servers_stops_one_and_streams_its_log(served, browser, smoll
     assert "#" not in browser.current_url  # the key left the address bar
     assert _cell(browser, "alpha", "model") == smollm2.name and _cell(browser, "alpha", "uptime")
     wait_for(lambda: "/v1/chat/completions" in browser.find_element("id", "recent").text, 10, "the recent request")
+    row = next(r for r in browser.find_elements("css selector", "#recent tbody tr") if "/v1/chat/completions" in r.text)
+    assert [td.text for td in row.find_elements("tag name", "td")][1:3] == ["summary", "alpha"]
     shot = os.environ.get("LLMCTL_SCREENSHOT")
     browser.find_element("css selector", "#profile-alpha button.log").click()
     wait_for(lambda: "llama" in browser.find_element("id", "log").text.lower(), 30, "alpha's log in the page")

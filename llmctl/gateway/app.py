@@ -152,6 +152,7 @@ class Gateway:
         limit is skipped for running fallbacks only; if none takes it: 429."""
         t0 = time.monotonic()
         deadline = t0 + self.gw.wait_timeout
+        request.state.model = target.model  #: what the client asked for (metrics' recent requests)
         errors: list[GatewayHTTPError] = []
         busy: Busy | None = None
         for i, name in enumerate(target.candidates):
@@ -220,7 +221,7 @@ class Gateway:
         if resp.status_code == 200 and ctype.startswith("text/event-stream"):
             def on_end(outcome: str, tail: bytes) -> None:
                 code = {"ok": 200, "upstream_error": 502, "client_gone": 499}[outcome]
-                self.metrics.request(name, endpoint, code, time.monotonic() - t0)
+                self.metrics.request(name, endpoint, code, time.monotonic() - t0, target.model)
                 self.metrics.usage(name, *usage_from_sse(tail))
                 if outcome == "upstream_error":
                     self.pool.suspect(name)
@@ -234,7 +235,7 @@ class Gateway:
                                  f"({exc or type(exc).__name__})", profile=name) from None
         finally:
             lease.release()
-        self.metrics.request(name, endpoint, resp.status_code, time.monotonic() - t0)
+        self.metrics.request(name, endpoint, resp.status_code, time.monotonic() - t0, target.model)
         if ctype.startswith("application/json") and endpoint in (CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES):
             self.metrics.usage(name, *usage_from_body(body))  # read from the end: no parse of a whole body
         if shape.answer is not None:
@@ -256,6 +257,7 @@ class Gateway:
     async def openai(self, request: Request, endpoint: str) -> Response | ProxyStream:
         body = await json_body(request)
         body = check_body(endpoint, body)
+        request.state.model = body.get("model")  # shown even when it names nothing known (404)
         target = self.router.resolve(body.get("model"))
 
         def build(prof: Profile) -> bytes:
@@ -265,6 +267,7 @@ class Gateway:
 
     async def upstream(self, request: Request) -> Response | ProxyStream:
         name, rest = request.path_params["name"], request.path_params["path"]
+        request.state.model = name
         kind_name = self.router.names.get(name)
         if kind_name is None or kind_name[0] != "profile":
             from .errors import UnknownModel

@@ -46,23 +46,30 @@ def endpoint(gw: Gateway, name: str, fn: Callable, errors: Callable = error_resp
             await request.body()  # read it all: from here on, receive() only reports a disconnect
             done, result = await _unless_gone(request, fn)
             if not done:
-                gw.metrics.request(getattr(request.state, "profile", None), name, 499, time.monotonic() - t0)
+                gw.metrics.request(getattr(request.state, "profile", None), name, 499, time.monotonic() - t0,
+                                   _asked(request))
                 return Response(status_code=499)
             return result
         except RecursionError:  # a body that parsed, nested just below the limit, and went deeper
-            gw.metrics.request(None, name, 400, time.monotonic() - t0)
+            gw.metrics.request(None, name, 400, time.monotonic() - t0, _asked(request))
             return errors(BadRequest("the request body is nested too deeply"))
         except GatewayHTTPError as exc:
             profile = exc.facts.get("profile")
-            gw.metrics.request(profile if isinstance(profile, str) else None, name, exc.status, time.monotonic() - t0)
+            gw.metrics.request(profile if isinstance(profile, str) else None, name, exc.status, time.monotonic() - t0,
+                               _asked(request))
             return errors(exc)
         except LlmctlError as exc:  # anything else llmctl raised: the server side failed
             log.warning("%s", exc.message)
             err = UpstreamFailed(exc.message)
-            gw.metrics.request(None, name, 502, time.monotonic() - t0)
+            gw.metrics.request(None, name, 502, time.monotonic() - t0, _asked(request))
             return errors(err)
 
     return handle
+
+
+def _asked(request: Request) -> Any:
+    """The model the client asked for, where the handler read it (``request.state.model``)."""
+    return getattr(request.state, "model", None)
 
 
 async def _unless_gone(request: Request, fn: Callable) -> tuple[bool, Any]:

@@ -23,6 +23,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 START_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
 NO_PROFILE = ""
 RECENT = 100  #: requests the dashboard lists (no bodies: when, what, how it ended, how long)
+MODEL_CHARS = 200  #: of the model name a client asked for, kept in the list
 Key = tuple[str, ...]  #: label values, in the order of the metric's label names
 
 
@@ -81,15 +82,20 @@ class Metrics:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)  #: the last requests, newest last
 
     # -- updates (event loop only) ---------------------------------------------------------
-    def request(self, profile: str | None, endpoint: str, code: int, seconds: float) -> None:
+    def request(self, profile: str | None, endpoint: str, code: int, seconds: float, model: Any = None) -> None:
+        """A request answered: ``profile`` served it (None: none did), ``model`` is what the
+        client asked for (a task, a profile, a served name; listed in :attr:`recent` only, never
+        a label: the client picks it)."""
         p = profile or NO_PROFILE
         self.requests[(p, endpoint, str(code))] += 1
         h = self.duration.get((p, endpoint))
         if h is None:
             h = self.duration[(p, endpoint)] = Histogram(LATENCY_BUCKETS)
         h.observe(seconds)
-        self.recent.append({"time": round(time.time(), 3), "profile": profile, "endpoint": endpoint, "status": code,
-                            "latency_s": round(seconds, 4), "prompt_tokens": None, "completion_tokens": None})
+        asked = model[:MODEL_CHARS] if isinstance(model, str) else None
+        self.recent.append({"time": round(time.time(), 3), "model": asked, "profile": profile, "endpoint": endpoint,
+                            "status": code, "latency_s": round(seconds, 4), "prompt_tokens": None,
+                            "completion_tokens": None})
 
     def first_byte(self, profile: str, endpoint: str, seconds: float) -> None:
         h = self.ttfb.get((profile, endpoint))

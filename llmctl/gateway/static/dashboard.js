@@ -86,8 +86,8 @@ function recentRow(r) {
   const tr = el("tr");
   const tokens = r.prompt_tokens === null && r.completion_tokens === null ? ""
     : (r.prompt_tokens ?? "?") + " / " + (r.completion_tokens ?? "?");
-  const cells = [new Date(r.time * 1000).toLocaleTimeString(), r.profile || "", r.endpoint, r.status, tokens,
-    Math.round(r.latency_s * 1000) + " ms"];
+  const cells = [new Date(r.time * 1000).toLocaleTimeString(), r.model || "", r.profile || "", r.endpoint,
+    r.status, tokens, Math.round(r.latency_s * 1000) + " ms"];
   for (const text of cells) tr.append(el("td", text));
   return tr;
 }
