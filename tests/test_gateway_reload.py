@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -261,3 +262,72 @@ def test_a_reload_under_load_drops_no_request(tmp_path, smollm2, llama_server, s
     assert failures == []
     assert _n_ctx(gw, "a") == 1024
     assert gw.log().count("a: starting") == 2
+
+
+class Holder:
+    """A server that answers /health and holds any other request until :meth:`release`, then
+    closes the connection without an answer: a fake, on purpose (a real server that dies before
+    answering), to hold a request at the head of its fallback chain for as long as the test needs."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.holding = threading.Event()
+        self.released = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head and (data := conn.recv(65536)):
+                head += data
+            if head.startswith(b"GET /health "):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                return
+            self.holding.set()
+            self.released.wait(120)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.sock.close()
+
+
+@pytest.mark.engine
+def test_a_fallback_removed_while_a_request_walks_its_chain_is_passed_over(tmp_path, smollm2, llama_server, served):
+    """Task t: first (held, then closed unanswered), second, third. While the request is held at
+    first, a reload removes second: the walk goes on to third as if second had never been in the
+    chain (it used to be a 500, a KeyError on the removed profile)."""
+    holder = Holder()
+    f = tmp_path / "llmctl.yaml"
+    first = f'  first: {{engine: remote, url: "{holder.url}"}}\n'
+    third = _profile("third", smollm2, free_port())
+    f.write_text("profiles:\n" + first + _profile("second", smollm2, free_port()) + third +
+                 "tasks:\n  t: {profile: first, fallback: [second, third], max_tokens: 2}\n")
+    try:
+        gw = served(f)
+        answer: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answer.append(gw.chat("t")))
+        asking.start()
+        assert holder.holding.wait(60), gw.log()
+        f.write_text("profiles:\n" + first + third + "tasks:\n  t: {profile: first, fallback: [third], "
+                     "max_tokens: 2}\n")
+        gw.sighup()
+        assert "removed: second" in gw.log()
+        holder.release()
+        asking.join(180)
+    finally:
+        holder.close()
+    assert answer and answer[0].status_code == 200, answer[0].text if answer else gw.log()
+    assert answer[0].headers["x-llmctl-profile"] == "third"
+    assert "second" not in _status() or _status()["second"] == "stopped"  # never started

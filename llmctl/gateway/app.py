@@ -156,7 +156,9 @@ class Gateway:
         errors: list[GatewayHTTPError] = []
         busy: Busy | None = None
         for i, name in enumerate(target.candidates):
-            prof = self.config.profiles[name]
+            prof = self.config.profiles.get(name)
+            if prof is None or name not in self.pool.records:  # removed by a reload while the request walked
+                continue  # its chain: as if that fallback were not there
             try:
                 lease = await self.pool.acquire(name, start=busy is None, deadline=deadline)
             except Busy as exc:
@@ -214,7 +216,7 @@ class Gateway:
         if resp.status_code in (401, 403):  # our key for that server was refused: not the client's fault
             lease.release()
             resp.close()
-            api = self.config.profiles[name].api_key_env
+            api = lease.record.profile.api_key_env  # (the profile may have left the files since)
             raise UpstreamFailed(f"{name}: the server refused the gateway's key (HTTP {resp.status_code}); check "
                                  f"the profile's api_key_env ({api or 'not set'})", profile=name)
         ctype = resp.content_type
