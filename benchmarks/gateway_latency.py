@@ -8,7 +8,8 @@ temporary LLMCTL_HOME, and `llmctl serve` runs as a separate process in front of
 1. Cheap endpoint: GET /health on the server directly, against GET /upstream/bench/health
    through the gateway (the same proxy path as /v1/*: routing, the state owner's lease, the
    pooled upstream connection, the relayed answer). Both over one keep-alive connection,
-   interleaved, after a warm-up. Added latency = gateway percentile - direct percentile. The
+   interleaved, after a warm-up. Added latency = gateway percentile - direct percentile; and the
+   median of the pairs' differences (each pair back to back: steadier under other load). The
    gateway process's CPU time per request (/proc) is printed too.
    Goal (issue 16): <= +1.0 ms at p50, <= +2.5 ms at p99.
 2. A real request: POST /v1/chat/completions with max_tokens 1, direct vs through the gateway
@@ -48,7 +49,14 @@ def pct(values: list[float], p: float) -> float:
 def row(label: str, direct: list[float], via: list[float]) -> None:
     d50, d99, g50, g99 = pct(direct, 50), pct(direct, 99), pct(via, 50), pct(via, 99)
     print(f"  {label:<28} direct p50 {d50:7.2f} p99 {d99:7.2f} | gateway p50 {g50:7.2f} p99 {g99:7.2f} | "
-          f"added p50 {g50 - d50:+6.2f} ms, p99 {g99 - d99:+6.2f} ms (x{g50 / d50:.2f}, x{g99 / d99:.2f})")
+          f"added p50 {g50 - d50:+6.2f} ms, p99 {g99 - d99:+6.2f} ms (x{g50 / d50:.2f}, x{g99 / d99:.2f}); "
+          f"median of the pairs' differences {paired(direct, via):+6.2f} ms")
+
+
+def paired(direct: list[float], via: list[float]) -> float:
+    """The median of (gateway - direct) over the interleaved pairs: each pair ran back to back,
+    so what varies slowly (the server's own time under other load) cancels out."""
+    return statistics.median(g - d for d, g in zip(direct, via))
 
 
 def interleaved(client, a: tuple, b: tuple, n: int) -> tuple[list[float], list[float]]:
@@ -164,15 +172,17 @@ tasks:
     return sup, gw, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{gw_port}"
 
 
-def added(direct: list[float], via: list[float]) -> tuple[float, float]:
-    return pct(via, 50) - pct(direct, 50), pct(via, 99) - pct(direct, 99)
+def added(direct: list[float], via: list[float]) -> tuple[float, float, float]:
+    return pct(via, 50) - pct(direct, 50), pct(via, 99) - pct(direct, 99), paired(direct, via)
 
 
-def summary(label: str, rounds: list[tuple[float, float]]) -> None:
-    """The median over rounds of the added p50 and p99 (each round's own direct baseline)."""
-    p50s, p99s = [r[0] for r in rounds], [r[1] for r in rounds]
+def summary(label: str, rounds: list[tuple[float, float, float]]) -> None:
+    """The median over rounds of the added p50 and p99 (each round's own direct baseline), and
+    of the pairs' median differences."""
+    p50s, p99s, pairs = [r[0] for r in rounds], [r[1] for r in rounds], [r[2] for r in rounds]
     print(f"  {label:<28} median of {len(rounds)} rounds: added p50 {statistics.median(p50s):+6.2f} ms, "
-          f"p99 {statistics.median(p99s):+6.2f} ms (p50 per round: {' '.join(f'{v:+.2f}' for v in p50s)})")
+          f"p99 {statistics.median(p99s):+6.2f} ms, pairs {statistics.median(pairs):+6.2f} ms "
+          f"(p50 per round: {' '.join(f'{v:+.2f}' for v in p50s)})")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -187,8 +197,8 @@ def cpu_seconds(pid: int) -> float:
 def latencies(args, direct: str, gateway: str, pid: int) -> None:
     import httpx
 
-    cheap: list[tuple[float, float]] = []
-    chats: list[tuple[float, float]] = []
+    cheap: list[tuple[float, float, float]] = []
+    chats: list[tuple[float, float, float]] = []
     with httpx.Client(timeout=120) as client:
         health = (("GET", direct + "/health", {}), ("GET", gateway + "/upstream/bench/health", {}))
         chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}

@@ -329,7 +329,7 @@ def real(tmp_path_factory, smollm2, llama_server):
 @pytest.mark.engine
 def test_keep_alive_with_a_real_llama_server_and_its_close_every_100_requests(real):
     """150 requests over the pool: every one answered, on a few connections (llama-server says
-    `Connection: close` on every 100th answer of a connection); a dropped pool closes them."""
+    `Connection: close` on every 100th answer of a connection); a HEAD; a dropped pool closes them."""
     from llmctl.gateway.proxy import Upstreams
 
     async def go() -> tuple[list[int], int, bool, int]:
@@ -339,6 +339,9 @@ def test_keep_alive_with_a_real_llama_server_and_its_close_every_100_requests(re
             resp = await ups.open("real", "GET", real, "/health", [("accept", "application/json")], None)
             codes.append(resp.status_code)
             await resp.read()
+        head = await ups.open("real", "HEAD", real, "/health", [], None)  # a length, and no body to wait for
+        codes.append(head.status_code)
+        assert await head.read() == b""
         body = json.dumps({"messages": HI, "max_tokens": 1}).encode()
         resp = await ups.open("real", "POST", real, "/v1/chat/completions", [("content-type", "application/json")],
                               body)
@@ -351,7 +354,7 @@ def test_keep_alive_with_a_real_llama_server_and_its_close_every_100_requests(re
         return codes, origin.opened, bool(idle) and all(c.lost for c in idle), chat["usage"]["completion_tokens"]
 
     codes, opened, dropped, tokens = asyncio.run(go())
-    assert codes == [200] * 151 and tokens == 1
+    assert codes == [200] * 152 and tokens == 1
     assert 2 <= opened < 10  # not one per request; at least two (the server closed one after 100)
     assert dropped
 

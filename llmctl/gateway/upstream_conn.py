@@ -77,14 +77,6 @@ class Response:
         self._timer: asyncio.TimerHandle | None = None
 
     # -- what the caller reads ---------------------------------------------------------------
-    def header(self, name: str) -> str | None:
-        """The first header called ``name`` (any case), decoded as latin-1."""
-        key = name.lower().encode()
-        for k, v in self.raw_headers:
-            if k.lower() == key:
-                return v.decode("latin-1")
-        return None
-
     async def read(self) -> bytes:
         """The whole body; the response is closed afterwards."""
         try:
@@ -209,9 +201,9 @@ class Response:
             return
         self.status_code = status
         self._state = _BODY
-        if self.head_only:  # no body, whatever Content-Length says; not reused (the parser would wait for it)
+        if self.head_only:  # no body, whatever Content-Length says; closed (the parser would wait for one)
             self._state = _DONE
-            self.conn.reusable = False
+            self.conn.close()
         self._wake()
 
     def on_body(self, body: bytes) -> None:
