@@ -60,6 +60,7 @@ from .security import KEY_ENV, allowed_hosts, check_binding
 from .upstream import Response as UpstreamResponse, UpstreamError
 
 log = logging.getLogger("llmctl.gateway")
+Build = Callable[[Profile], "bytes | Shape | None"]  #: a request's body (or Shape) for a profile
 
 
 def resolve_budget(config: Config, gw: GatewayConfig) -> int | None:
@@ -142,8 +143,7 @@ class Gateway:
         self.served_model.pop(name, None)
 
     # -- forwarding -----------------------------------------------------------------------
-    async def dispatch(self, request: Request, endpoint: str, target: Target,
-                       build: Callable[[Profile], bytes | Shape | None], *, method: str = "POST",
+    async def dispatch(self, request: Request, endpoint: str, target: Target, build: Build, *, method: str = "POST",
                        path: str | None = None) -> Response | ProxyStream:
         """Try the target's candidates in order; the first that answers is relayed.
 
@@ -171,17 +171,7 @@ class Gateway:
                 continue
             request.state.profile = name
             try:
-                headers = [("content-type", request.headers.get("content-type", "application/json")),
-                           ("accept", request.headers.get("accept", "application/json")),
-                           *auth_headers(prof).items()]
-                if prof.engine == "vllm" and not prof.served_model_name and name not in self.served_model:
-                    await self._ask_served_model(prof, headers)
-                shape = Shape.of(build(prof), path or endpoint)
-                where = shape.path
-                query = request.scope.get("query_string")
-                if query and path is not None:
-                    where += "?" + query.decode("latin-1")
-                resp = await self.upstreams.open(name, method, prof.url, where, headers, shape.body)
+                resp, shape = await self._send(request, prof, method, build, path or endpoint, path is not None)
             except BeforeFirstByte as exc:
                 lease.release()
                 self.pool.suspect(name)
@@ -205,6 +195,21 @@ class Gateway:
         reasons = "; ".join(e.message for e in errors) or "nothing could serve it"
         raise Unavailable(f"no server could take the request for {what}: {reasons}",
                           profile=target.candidates[0], task=target.task.name if target.task else None)
+
+    async def _send(self, request: Request, prof: Profile, method: str, build: Build, path: str,
+                    query: bool) -> tuple[UpstreamResponse, Shape]:
+        """Send what ``build`` makes for ``prof`` (to ``path``, unless it says another; ``query``:
+        with the client's query string) to its server; the answer once its headers are in."""
+        headers = [("content-type", request.headers.get("content-type", "application/json")),
+                   ("accept", request.headers.get("accept", "application/json")), *auth_headers(prof).items()]
+        if prof.engine == "vllm" and not prof.served_model_name and prof.name not in self.served_model:
+            await self._ask_served_model(prof, headers)  # before build: the body names that model
+        shape = Shape.of(build(prof), path)
+        where = shape.path
+        qs = request.scope.get("query_string")
+        if qs and query:
+            where += "?" + qs.decode("latin-1")
+        return await self.upstreams.open(prof.name, method, prof.url, where, headers, shape.body), shape
 
     async def _relay(self, resp: UpstreamResponse, lease: Lease, endpoint: str, target: Target, t0: float,
                      shape: Shape) -> Response | ProxyStream:
