@@ -155,3 +155,20 @@ def test_the_gateway_takes_each_gpus_free_memory_as_its_budget(tmp_path, monkeyp
             assert (gw.gateway.pool.gpus, gw.gateway.budget) == (gpus, total), budget
         finally:
             gw.stop()
+
+
+def test_a_reload_under_free_keeps_the_budget_it_measured():
+    """``vram_budget: free`` is measured when the gateway starts; a reload that keeps ``free``
+    keeps that budget without measuring again (which would warn of a changed budget whenever
+    another program's GPU memory moved); a written budget is read afresh."""
+    from llmctl.gateway.reload import budget_after
+    from llmctl.profiles.schema import Config, Defaults
+
+    free, written = Config(defaults=Defaults(vram_budget="free")), Config(defaults=Defaults(vram_budget="2GiB"))
+
+    def measured() -> int:
+        raise AssertionError("measured again")
+
+    assert budget_after(free, free, 1000 * MIB, measured) == 1000 * MIB
+    assert budget_after(free, written, 1000 * MIB, lambda: 2048 * MIB) == 2048 * MIB
+    assert budget_after(written, free, 2048 * MIB, lambda: 500 * MIB) == 500 * MIB

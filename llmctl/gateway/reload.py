@@ -72,6 +72,17 @@ def diff(old: Config, new: Config) -> Diff:
 
 
 # -- applying a new configuration -----------------------------------------------------------
+def budget_after(old: Config, new: Config, current: int | None, resolve: Callable[[], int | None]) -> int | None:
+    """The budget under ``new``: ``resolve()`` (which may raise on a bad ``vram_budget``), except
+    that ``free`` in both stays what it measured when the gateway started: what other programs
+    hold on the GPUs moves all the time, and a budget is applied only at start anyway."""
+    from ..gpu.placement import is_free
+
+    if is_free(old.defaults.vram_budget) and is_free(new.defaults.vram_budget):
+        return current
+    return resolve()
+
+
 def apply(gateway: Gateway, new: Config) -> Diff:
     """Swap ``gateway`` onto ``new`` (synchronous: one transition); drains run in the background."""
     from .app import resolve_budget
@@ -81,7 +92,7 @@ def apply(gateway: Gateway, new: Config) -> Diff:
     d = diff(gateway.config, new)
     if not d:
         return d
-    budget = resolve_budget(new, gateway.gw)  # may raise (a bad vram_budget): nothing changed yet
+    budget = budget_after(gateway.config, new, gateway.pool.budget, lambda: resolve_budget(new, gateway.gw))
     pool = gateway.pool
     gateway.config, gateway.router = new, Router(new)
     gateway.upstreams.insecure = frozenset(n for n, p in new.profiles.items() if not p.verify)
