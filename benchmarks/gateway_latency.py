@@ -160,7 +160,7 @@ def start(args) -> tuple:
     f = root / "llmctl.yaml"
     f.write_text(f"""
 profiles:
-  bench: {{model: {smollm2()}, port: {port}, ctx_size: 4096, parallel: 4, threads: 2}}
+  bench: {{model: {args.model or smollm2()}, port: {port}, ctx_size: 4096, parallel: 4, threads: 2}}
 tasks:
   chat: {{profile: bench, temperature: 0, max_tokens: {args.max_tokens}}}
 """)
@@ -246,6 +246,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=64, help="concurrent streams (0: none)")
     ap.add_argument("--rounds", type=int, default=1, help="parts 1 and 2 this many times; medians at the end")
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--model", type=Path, help="another GGUF model (default: SmolLM2-135M)")
     args = ap.parse_args()
     sup, gw, direct, gateway = start(args)
     log: list[str] = []
@@ -256,7 +257,8 @@ def main() -> None:
             if gw.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the gateway did not start:\n" + "".join(log))
             time.sleep(0.05)
-        print(f"llama-server (SmolLM2-135M, CPU) at {direct}; llmctl serve at {gateway} (separate process, "
+        model = args.model.name if args.model else "SmolLM2-135M"
+        print(f"llama-server ({model}, CPU) at {direct}; llmctl serve at {gateway} (separate process, "
               f"{stack()}); {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")
         latencies(args, direct, gateway, gw.pid)
         if args.clients:
