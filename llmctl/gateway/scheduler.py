@@ -48,6 +48,7 @@ RATE_WINDOW = 300.0  #: seconds over which the request rate decays by a factor e
 DEFAULT_MIN_RESIDENT = 3.0  #: seconds a loaded server stays before it may be evicted (the default)
 IN_DEMAND = 1.5  #: requests within RATE_WINDOW (decayed) that make a server in demand
 COST_STEP = 2.0  #: costs within this factor of each other count as equal (see cover, cost_class)
+MIN_LOAD = 0.1  #: seconds: shorter measured starts count as this (their differences are the clock's noise)
 UNKNOWN_LOAD = 1.0  #: seconds assumed for a reload when no start was ever timed
 GAPS = 32  #: gaps between requests kept per profile
 SOON = 1.0  #: seconds: a request expected sooner counts as this soon
@@ -120,7 +121,7 @@ def default_load(servers: Iterable[Server]) -> float:
 def cost(srv: Server, fallback: float) -> float:
     """Expected reload seconds per second brought by stopping ``srv`` now: its measured start
     time (``fallback`` where never timed) times its urgency."""
-    return (srv.load_s or fallback) * srv.urgency
+    return (max(srv.load_s, MIN_LOAD) if srv.load_s > 0 else fallback) * srv.urgency
 
 
 def cost_class(srv: Server, fallback: float, per_byte: bool = False) -> int:
