@@ -18,7 +18,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from .util import free_port, wait_for
+from .util import end_process, free_port, wait_for
 
 HI = [{"role": "user", "content": "Hi"}]
 OK_BODY = b'{"status":"ok"}'
@@ -317,12 +317,7 @@ def real(tmp_path_factory, smollm2, llama_server):
         assert proc.poll() is None, (d / "server.log").read_text()[-2000:]
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
         log.close()
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .util import cli, free_port, wait_for
+from .util import cli, end_process, free_port, wait_for
 
 KEY = "remote-test-key-5b1e9c"  #: the server's key: never in argv or output
 KEY_ENV = "LLMCTL_TEST_REMOTE_KEY"
@@ -54,12 +54,7 @@ def server(tmp_path_factory, smollm2, llama_server):
         assert proc.poll() is None, (d / "server.log").read_text()[-2000:]
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
         log.close()
 
 
@@ -348,12 +343,7 @@ def test_embed_through_a_remote_server(tmp_path, smollm2, llama_server, monkeypa
         r = cli("embed", "--profile", "other", "x")  # named: a remote may embed; this one is down
         assert r.returncode == 11 and "cannot reach" in r.stderr and "llmctl status other" in r.stderr
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
         log.close()
 
 

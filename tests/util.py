@@ -56,6 +56,18 @@ def wait_for(pred, timeout: float = 30.0, what: str = "condition"):
 FREEZER = Path("/sys/fs/cgroup/freezer")
 
 
+def end_process(proc, timeout: float = 20) -> None:
+    """Terminate ``proc`` (a Popen), kill it if it outlives ``timeout``, and reap it."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def can_freeze() -> bool:
     """A cgroup-v1 freezer we may write to (root). Under cgroup v2's freezer SIGKILL still
     kills, so only v1 makes a process that outlives SIGKILL."""
